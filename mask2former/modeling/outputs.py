@@ -84,7 +84,12 @@ class Mask2FormerForUniversalSegmentationOutput(ModelOutput):
     - auxiliary_logits: one dict {"class_queries_logits", "masks_queries_logits"} per
       intermediate prediction (decoder_layers - 1 of them), when requested.
     - the remaining fields as in :class:`Mask2FormerModelOutput`.
-    - loss_dict (not part of the tuple form): the unweighted per-term losses, for logging.
+    Attributes outside the tuple form:
+
+    - loss_dict: the weighted per-term losses (their sum is ``loss``), for logging.
+    - image_sizes: when a ``pixel_mask`` was given, the (height, width) of each image's real
+      pixels in ``pixel_values`` coordinates (padding is bottom/right), so that post-processing
+      can cut the padding off before resizing to a target size; else None.
     """
 
     loss: Optional[torch.Tensor] = None
@@ -101,3 +106,4 @@ class Mask2FormerForUniversalSegmentationOutput(ModelOutput):
 
     def __post_init__(self) -> None:
         self.loss_dict: Optional[Dict[str, torch.Tensor]] = None
+        self.image_sizes: Optional[List[Tuple[int, int]]] = None
