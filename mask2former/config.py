@@ -207,7 +207,9 @@ class SwinConfig(_JsonConfig):
                 "same length (one entry per stage)"
             )
         if not self.depths or any(int(d) < 1 for d in self.depths):
-            raise ConfigError(f"SwinConfig: every stage needs at least one block, got {self.depths}")
+            raise ConfigError(
+                f"SwinConfig: every stage needs at least one block, got {self.depths}"
+            )
         for i, (width, heads) in enumerate(zip(self.stage_channels, self.num_heads)):
             if heads < 1 or width % heads:
                 raise ConfigError(

@@ -1,0 +1,171 @@
+"""Pixel decoder: a deformable-attention encoder over the three coarsest backbone levels, then an
+FPN step to stride 4 and a 1x1 projection giving the per-pixel mask features.
+
+Attribute names follow the checkpoint keys under ``model.pixel_level_module.decoder``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Mask2FormerConfig
+from .deformable_attention import MultiscaleDeformableAttention
+from .position_encoding import sine_position_encoding
+
+__all__ = ["PixelDecoder", "PixelDecoderOutput", "build_pixel_decoder"]
+
+NUM_LEVELS = 3  # the deformable encoder works on strides 32, 16 and 8
+NUM_POINTS = 4
+
+
+@dataclass
+class PixelDecoderOutput:
+    """mask_features: (B, mask_feature_size, H/4, W/4); multi_scale_features: 3 maps
+    (B, feature_size, H/s, W/s) for s = 32, 16, 8; attentions: per encoder layer (B, S, heads, L, P)
+    when requested."""
+
+    mask_features: torch.Tensor
+    multi_scale_features: Tuple[torch.Tensor, ...]
+    attentions: Optional[Tuple[torch.Tensor, ...]] = None
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Post-norm layer: x = norm(x + attn(x)); x = norm(x + fc2(relu(fc1(x))))."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.self_attn = MultiscaleDeformableAttention(dim, num_heads, NUM_LEVELS, NUM_POINTS)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: List[Tuple[int, int]],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        y, weights = self.self_attn(x, pos, reference_points, spatial_shapes)
+        x = self.self_attn_layer_norm(x + F.dropout(y, self.dropout, self.training))
+        y = F.dropout(F.relu(self.fc1(x)), self.dropout, self.training)
+        y = F.dropout(self.fc2(y), self.dropout, self.training)
+        return self.final_layer_norm(x + y), weights
+
+
+class DeformableEncoder(nn.Module):
+    def __init__(self, layers: Sequence[DeformableEncoderLayer]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+
+def reference_points(
+    spatial_shapes: Sequence[Tuple[int, int]], batch: int, device, dtype
+) -> torch.Tensor:
+    """(B, S, L, 2): the normalized centre (x, y) of every pixel of every level, repeated for
+    each level (all levels cover the whole image because padding is not masked)."""
+    points = []
+    for h, w in spatial_shapes:
+        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), -1))
+    ref = torch.cat(points, 0).to(dtype)  # (S, 2)
+    return ref[None, :, None, :].expand(batch, -1, len(spatial_shapes), -1)
+
+
+class PixelDecoder(nn.Module):
+    """Backbone features (strides 4, 8, 16, 32) -> multi-scale features and mask features."""
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        feature_size: int,
+        mask_feature_size: int,
+        encoder: DeformableEncoder,
+    ):
+        super().__init__()
+        self.feature_size = feature_size
+        self.level_embed = nn.Parameter(torch.zeros(NUM_LEVELS, feature_size))
+        # input_projections[0] is the coarsest level (stride 32), as in the checkpoints.
+        self.input_projections = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, feature_size, kernel_size=1), nn.GroupNorm(32, feature_size))
+            for c in list(in_channels)[-NUM_LEVELS:][::-1]
+        )
+        self.encoder = encoder
+        self.mask_projection = nn.Conv2d(feature_size, mask_feature_size, kernel_size=1)
+        # One FPN step: stride 8 -> stride 4.
+        self.adapter_1 = nn.Sequential(
+            nn.Conv2d(in_channels[0], feature_size, kernel_size=1, bias=False),
+            nn.GroupNorm(32, feature_size),
+        )
+        self.layer_1 = nn.Sequential(
+            nn.Conv2d(feature_size, feature_size, kernel_size=3, padding=1, bias=False),
+            nn.GroupNorm(32, feature_size),
+            nn.ReLU(),
+        )
+
+    def forward(
+        self, features: Sequence[torch.Tensor], output_attentions: bool = False
+    ) -> PixelDecoderOutput:
+        """features: 4 maps (B, C_i, H/s_i, W/s_i), finest first."""
+        coarse = list(features[-NUM_LEVELS:])[::-1]  # strides 32, 16, 8
+        batch = coarse[0].shape[0]
+        shapes = [(int(f.shape[2]), int(f.shape[3])) for f in coarse]
+        tokens, pos = [], []
+        for level, (feature, proj) in enumerate(zip(coarse, self.input_projections)):
+            h, w = shapes[level]
+            tokens.append(proj(feature).flatten(2).transpose(1, 2))
+            enc = sine_position_encoding(
+                batch, h, w, self.feature_size // 2, feature.device, feature.dtype
+            )
+            pos.append(enc.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
+        x = torch.cat(tokens, 1)  # (B, S, C)
+        pos_all = torch.cat(pos, 1)
+        ref = reference_points(shapes, batch, x.device, x.dtype)
+        attentions = []
+        for layer in self.encoder.layers:
+            x, weights = layer(x, pos_all, ref, shapes)
+            if output_attentions:
+                attentions.append(weights)
+
+        sizes = [h * w for h, w in shapes]
+        outputs = [
+            t.transpose(1, 2).reshape(batch, -1, h, w)
+            for t, (h, w) in zip(x.split(sizes, dim=1), shapes)
+        ]
+        fine = self.adapter_1(features[0])
+        fine = fine + F.interpolate(
+            outputs[-1], size=fine.shape[-2:], mode="bilinear", align_corners=False
+        )
+        fine = self.layer_1(fine)
+        return PixelDecoderOutput(
+            mask_features=self.mask_projection(fine),
+            multi_scale_features=tuple(outputs),
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+
+def build_pixel_decoder(config: Mask2FormerConfig, in_channels: Sequence[int]) -> PixelDecoder:
+    layers = [
+        DeformableEncoderLayer(
+            config.feature_size,
+            config.num_attention_heads,
+            config.encoder_feedforward_dim,
+            config.dropout,
+        )
+        for _ in range(config.encoder_layers)
+    ]
+    return PixelDecoder(
+        in_channels=in_channels,
+        feature_size=config.feature_size,
+        mask_feature_size=config.mask_feature_size,
+        encoder=DeformableEncoder(layers),
+    )

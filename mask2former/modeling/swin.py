@@ -1,0 +1,332 @@
+"""Swin Transformer backbone (Liu et al., 2021) returning the four normalized stage outputs.
+
+Attribute names follow the published checkpoints' keys under
+``model.pixel_level_module.encoder``. Every stage works on 7x7 (``window_size``) windows even when
+its map is smaller than a window: the map is zero-padded to whole windows, as in the original
+detectron2 backbone and the transformers reference, so published weights give the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SwinConfig
+from .activations import get_activation
+
+__all__ = ["SwinBackbone", "build_swin_backbone"]
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) with H, W multiples of ``window`` -> (B * nH * nW, window * window, C)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).transpose(2, 3)
+    return x.reshape(-1, window * window, c)
+
+
+def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B * nH * nW, window * window, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window, w // window, window, window, c).transpose(2, 3)
+    return x.reshape(-1, h, w, c)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """(window^2, window^2) index into the (2*window-1)^2 relative-position bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    coords = coords.flatten(1)  # (2, window^2)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def shifted_window_mask(h: int, w: int, window: int, shift: int, device) -> torch.Tensor:
+    """Additive mask (nW, window^2, window^2) keeping shifted windows from mixing regions.
+
+    After the cyclic shift, a window at the bottom/right edge holds pixels from up to four
+    regions that are not neighbours in the image; pairs from different regions get -100 (the
+    value of the original implementation, so results match it exactly).
+    """
+    region = torch.zeros(1, h, w, 1, device=device)
+    bounds = ((0, h - window), (h - window, h - shift), (h - shift, h))
+    wbounds = ((0, w - window), (w - window, w - shift), (w - shift, w))
+    label = 0
+    for y0, y1 in bounds:
+        for x0, x1 in wbounds:
+            region[:, y0:y1, x0:x1] = label
+            label += 1
+    ids = window_partition(region, window).squeeze(-1)  # (nW, window^2)
+    diff = ids[:, None, :] - ids[:, :, None]
+    return torch.where(diff != 0, -100.0, 0.0)
+
+
+class SwinSelfAttention(nn.Module):
+    """Multi-head attention inside a window with a learned relative-position bias."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads)
+        )
+        # Saved in the published checkpoints, so it is a persistent buffer.
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.query = nn.Linear(dim, dim, bias=qkv_bias)
+        self.key = nn.Linear(dim, dim, bias=qkv_bias)
+        self.value = nn.Linear(dim, dim, bias=qkv_bias)
+
+    def position_bias(self) -> torch.Tensor:
+        """(heads, window^2, window^2) bias added to the attention logits."""
+        n = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
+        return bias.view(n, n, -1).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """x: (B * nW, N, C); shift_mask: (nW, N, N) or None -> (B * nW, N, C)."""
+        bw, n, c = x.shape
+        heads = self.num_heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(bw, n, heads, c // heads).transpose(1, 2)
+
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        bias = self.position_bias().to(x.dtype).unsqueeze(0)  # (1, heads, N, N)
+        if shift_mask is not None:
+            nw = shift_mask.shape[0]
+            bias = bias + shift_mask.to(x.dtype)[:, None]  # (nW, heads, N, N)
+            # The windows of one image are consecutive, so the mask repeats per image.
+            q, k, v = (t.view(bw // nw, nw, heads, n, -1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return out.reshape(bw, heads, n, c // heads).transpose(1, 2).reshape(bw, n, c)
+
+
+class SwinAttentionOutput(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+
+
+class SwinAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool):
+        super().__init__()
+        self.self = SwinSelfAttention(dim, num_heads, window_size, qkv_bias)
+        self.output = SwinAttentionOutput(dim)
+
+    def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.output.dense(self.self(x, shift_mask))
+
+
+class SwinMlpIn(nn.Module):
+    def __init__(self, dim: int, hidden: int, act: str):
+        super().__init__()
+        self.dense = nn.Linear(dim, hidden)
+        self.act = get_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(x))
+
+
+class SwinMlpOut(nn.Module):
+    def __init__(self, hidden: int, dim: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden, dim)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability ``p``."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class SwinBlock(nn.Module):
+    """(Shifted-)window attention block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        act: str,
+        eps: float,
+        drop_path_rate: float,
+    ):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.drop_path_rate = drop_path_rate
+        self.layernorm_before = nn.LayerNorm(dim, eps=eps)
+        self.attention = SwinAttention(dim, num_heads, window_size, qkv_bias)
+        self.layernorm_after = nn.LayerNorm(dim, eps=eps)
+        hidden = int(mlp_ratio * dim)
+        self.intermediate = SwinMlpIn(dim, hidden, act)
+        self.output = SwinMlpOut(hidden, dim)
+
+    def forward(self, x: torch.Tensor, mask_cache: dict) -> torch.Tensor:
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        b, h, w, c = x.shape
+        ws, shift = self.window_size, self.shift_size
+        y = self.layernorm_before(x)
+        pad_h, pad_w = (-h) % ws, (-w) % ws
+        if pad_h or pad_w:
+            y = F.pad(y, (0, 0, 0, pad_w, 0, pad_h))
+        hp, wp = h + pad_h, w + pad_w
+        shift_mask = None
+        if shift:
+            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
+            key = (hp, wp, ws, shift)
+            if key not in mask_cache:
+                mask_cache[key] = shifted_window_mask(hp, wp, ws, shift, x.device)
+            shift_mask = mask_cache[key]
+        y = self.attention(window_partition(y, ws), shift_mask)
+        y = window_merge(y, ws, hp, wp)
+        if shift:
+            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+        y = y[:, :h, :w]
+        x = x + drop_path(y, self.drop_path_rate, self.training)
+        y = self.output.dense(self.intermediate(self.layernorm_after(x)))
+        return x + drop_path(y, self.drop_path_rate, self.training)
+
+
+class SwinPatchMerging(nn.Module):
+    """2x2 neighbourhood concatenation + linear: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[1:3]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        # Order (even row, even col), (odd, even), (even, odd), (odd, odd): the weights expect it.
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Module):
+    def __init__(self, blocks: List[SwinBlock], downsample: Optional[SwinPatchMerging]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+
+
+class SwinPatchEmbeddingsProjection(nn.Module):
+    def __init__(self, in_channels: int, dim: int, patch: int):
+        super().__init__()
+        self.patch = patch
+        self.projection = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % self.patch, (-w) % self.patch
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.projection(x)
+
+
+class SwinEmbeddings(nn.Module):
+    def __init__(self, in_channels: int, dim: int, patch: int):
+        super().__init__()
+        self.patch_embeddings = SwinPatchEmbeddingsProjection(in_channels, dim, patch)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H/patch, W/patch, dim), channels last."""
+        x = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)
+        return self.norm(x)
+
+
+class SwinEncoder(nn.Module):
+    def __init__(self, layers: List[SwinStage]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+
+class SwinBackbone(nn.Module):
+    """Swin backbone: (B, 3, H, W) -> 4 maps (B, C_i, H/2^(i+2), W/2^(i+2)), each normalized."""
+
+    def __init__(
+        self,
+        embeddings: SwinEmbeddings,
+        encoder: SwinEncoder,
+        channels: List[int],
+        out_features: List[str],
+    ):
+        super().__init__()
+        self.embeddings = embeddings
+        self.encoder = encoder
+        self.channels = [
+            c for c, name in zip(channels, _stage_names(len(channels))) if name in out_features
+        ]
+        self.out_features = list(out_features)
+        self.hidden_states_norms = nn.ModuleDict(
+            {
+                name: nn.LayerNorm(c)
+                for c, name in zip(channels, _stage_names(len(channels)))
+                if name in out_features
+            }
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = self.embeddings(pixel_values)
+        mask_cache: dict = {}
+        features = []
+        for name, stage in zip(_stage_names(len(self.encoder.layers)), self.encoder.layers):
+            for block in stage.blocks:
+                x = block(x, mask_cache)
+            if name in self.hidden_states_norms:
+                features.append(self.hidden_states_norms[name](x).permute(0, 3, 1, 2).contiguous())
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+        return tuple(features)
+
+
+def _stage_names(n: int) -> List[str]:
+    return [f"stage{i + 1}" for i in range(n)]
+
+
+def build_swin_backbone(config: SwinConfig) -> SwinBackbone:
+    """Swin backbone for ``config``; stochastic depth grows linearly to ``drop_path_rate``.
+
+    The linear schedule is the original Swin's; the transformers reference applies the full rate
+    to every block (it computes the schedule and then ignores it). Inference is unaffected.
+    """
+    total = sum(config.depths)
+    rates = torch.linspace(0, config.drop_path_rate, total).tolist() if total else []
+    stages = []
+    start = 0
+    for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads)):
+        dim = config.embed_dim * 2**i
+        blocks = [
+            SwinBlock(
+                dim=dim,
+                num_heads=heads,
+                window_size=config.window_size,
+                shift_size=0 if j % 2 == 0 else config.window_size // 2,
+                mlp_ratio=config.mlp_ratio,
+                qkv_bias=config.qkv_bias,
+                act=config.hidden_act,
+                eps=config.layer_norm_eps,
+                drop_path_rate=rates[start + j],
+            )
+            for j in range(depth)
+        ]
+        start += depth
+        downsample = SwinPatchMerging(dim) if i < len(config.depths) - 1 else None
+        stages.append(SwinStage(blocks, downsample))
+    return SwinBackbone(
+        embeddings=SwinEmbeddings(config.num_channels, config.embed_dim, config.patch_size),
+        encoder=SwinEncoder(stages),
+        channels=config.stage_channels,
+        out_features=config.out_features,
+    )

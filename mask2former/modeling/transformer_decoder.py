@@ -1,0 +1,275 @@
+"""Masked-attention transformer decoder and the mask predictor.
+
+Learned queries attend, layer by layer, to one level of the multi-scale features (layer i to
+level i % 3, coarsest first), restricted to where the previous prediction's mask is on (the
+paper's masked attention). Each layer is cross-attention -> self-attention -> FFN, post-norm by
+default. Attribute names follow the checkpoint keys under ``model.transformer_module``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Mask2FormerConfig
+from .activations import get_activation
+
+__all__ = ["MaskedAttentionDecoder", "MaskPredictor", "build_transformer_decoder"]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with position embeddings added to queries and keys only."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor, need_weights: bool = False
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x, pos: (B, Q, C) -> output (B, Q, C) and weights (B, heads, Q, Q) if asked."""
+        b, q, c = x.shape
+        heads = self.num_heads
+        qk = x + pos
+        query = self.q_proj(qk).view(b, q, heads, -1).transpose(1, 2)
+        key = self.k_proj(qk).view(b, q, heads, -1).transpose(1, 2)
+        value = self.v_proj(x).view(b, q, heads, -1).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            weights = (query @ key.transpose(-1, -2) * (c // heads) ** -0.5).softmax(-1)
+            out = F.dropout(weights, p, self.training) @ value
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, dropout_p=p)
+        out = out.transpose(1, 2).reshape(b, q, c)
+        return self.out_proj(out), weights
+
+
+class MaskedCrossAttention(nn.Module):
+    """Cross-attention from queries to pixels, blocked where ``blocked`` is True.
+
+    Parameters are stored as ``in_proj_weight`` (3C, C) = [W_q; W_k; W_v], ``in_proj_bias`` and
+    ``out_proj``, the layout of ``torch.nn.MultiheadAttention`` used by the checkpoints.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        blocked: torch.Tensor,
+    ) -> torch.Tensor:
+        """query (B, Q, C); key, value (B, N, C); blocked (B, Q, N) bool -> (B, Q, C)."""
+        b, q, c = query.shape
+        heads = self.num_heads
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        query = F.linear(query, w_q, b_q).view(b, q, heads, -1).transpose(1, 2)
+        key = F.linear(key, w_k, b_k).view(b, -1, heads, c // heads).transpose(1, 2)
+        value = F.linear(value, w_v, b_v).view(b, -1, heads, c // heads).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        # The mask is the same for every head: broadcast it instead of copying per head.
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=~blocked[:, None], dropout_p=p
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(b, q, c))
+
+
+class MaskedAttentionDecoderLayer(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        activation: str,
+        pre_norm: bool,
+    ):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.dropout = dropout
+        self.self_attn = SelfAttention(dim, num_heads, dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.cross_attn = MaskedCrossAttention(dim, num_heads, dropout)
+        self.cross_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.activation = get_activation(activation)
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.dropout, self.training)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        query_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        blocked: torch.Tensor,
+        need_weights: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x, query_pos: (B, Q, C); memory, memory_pos: (B, N, C); blocked: (B, Q, N)."""
+        pre = self.pre_norm
+
+        def cross(y: torch.Tensor) -> torch.Tensor:
+            return self.cross_attn(y + query_pos, memory + memory_pos, memory, blocked)
+
+        def ffn(y: torch.Tensor) -> torch.Tensor:
+            return self._drop(self.fc2(self._drop(self.activation(self.fc1(y)))))
+
+        if pre:
+            x = x + self._drop(cross(self.cross_attn_layer_norm(x)))
+            y, weights = self.self_attn(self.self_attn_layer_norm(x), query_pos, need_weights)
+            x = x + self._drop(y)
+            x = x + ffn(self.final_layer_norm(x))
+        else:
+            x = self.cross_attn_layer_norm(x + self._drop(cross(x)))
+            y, weights = self.self_attn(x, query_pos, need_weights)
+            x = self.self_attn_layer_norm(x + self._drop(y))
+            x = self.final_layer_norm(x + ffn(x))
+        return x, weights
+
+
+class MlpBlock(nn.Module):
+    """Linear + activation stored as ``{i}.0`` (the checkpoints' key layout)."""
+
+    def __init__(self, in_dim: int, out_dim: int, activation: nn.Module):
+        super().__init__()
+        self.add_module("0", nn.Linear(in_dim, out_dim))
+        self.add_module("1", activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._modules["1"](self._modules["0"](x))
+
+
+class MaskPredictor(nn.Module):
+    """Mask logits from normalized queries: 3-layer MLP, then a dot product with every pixel."""
+
+    def __init__(self, hidden_dim: int, mask_feature_size: int):
+        super().__init__()
+        dims = [hidden_dim, hidden_dim, hidden_dim, mask_feature_size]
+        self.mask_embedder = nn.Sequential(
+            *(
+                MlpBlock(dims[i], dims[i + 1], nn.ReLU() if i < 2 else nn.Identity())
+                for i in range(3)
+            )
+        )
+
+    def forward(
+        self, queries: torch.Tensor, mask_features: torch.Tensor, target_size: Tuple[int, int]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, Q, C), mask_features (B, Cm, H, W) -> mask logits (B, Q, H, W) and the
+        attention block mask (B, Q, h*w) at ``target_size`` for the next layer."""
+        embed = self.mask_embedder(queries)
+        b, cm, h, w = mask_features.shape
+        # One batched matmul for the per-pixel dot product (the reference loops over channels).
+        masks = torch.bmm(embed, mask_features.reshape(b, cm, h * w)).view(b, -1, h, w)
+        with torch.no_grad():
+            small = F.interpolate(masks, size=target_size, mode="bilinear", align_corners=False)
+            blocked = small.flatten(2).sigmoid() < 0.5
+            # A query whose mask is empty everywhere may attend everywhere (else its softmax
+            # would have no support).
+            blocked &= ~blocked.all(-1, keepdim=True)
+        return masks, blocked
+
+
+class MaskedAttentionDecoder(nn.Module):
+    def __init__(
+        self,
+        layers: Sequence[MaskedAttentionDecoderLayer],
+        hidden_dim: int,
+        mask_predictor: MaskPredictor,
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.layernorm = nn.LayerNorm(hidden_dim)
+        self.mask_predictor = mask_predictor
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        query_pos: torch.Tensor,
+        memories: List[torch.Tensor],
+        memory_pos: List[torch.Tensor],
+        sizes: List[Tuple[int, int]],
+        mask_features: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> dict:
+        """
+        Args:
+            queries, query_pos: (B, Q, C) initial query content and positions.
+            memories, memory_pos: per level (B, h*w, C), coarsest first; sizes their (h, w).
+            mask_features: (B, Cm, H/4, W/4).
+        Returns a dict with ``hidden_states`` (the input of each layer and the last output,
+        (B, Q, C) each), ``intermediate`` (normalized queries of each prediction),
+        ``masks`` (B, Q, H/4, W/4) per prediction and ``attentions`` (B, heads, Q, Q) per layer.
+        """
+        x = queries
+        hidden_states = [x]
+        normed = self.layernorm(x)
+        intermediate = [normed]
+        masks, blocked = self.mask_predictor(normed, mask_features, sizes[0])
+        all_masks = [masks]
+        attentions = []
+        levels = len(memories)
+        for i, layer in enumerate(self.layers):
+            level = i % levels
+            x, weights = layer(
+                x, query_pos, memories[level], memory_pos[level], blocked, output_attentions
+            )
+            hidden_states.append(x)
+            normed = self.layernorm(x)
+            intermediate.append(normed)
+            masks, blocked = self.mask_predictor(normed, mask_features, sizes[(i + 1) % levels])
+            all_masks.append(masks)
+            if output_attentions:
+                attentions.append(weights)
+        return {
+            "hidden_states": hidden_states,
+            "intermediate": intermediate,
+            "masks": all_masks,
+            "attentions": attentions,
+        }
+
+
+def build_transformer_decoder(config: Mask2FormerConfig) -> MaskedAttentionDecoder:
+    """The decoder of ``decoder_layers - 1`` layers and ``decoder_layers`` predictions.
+
+    No layer is ever skipped: the reference reuses ``dropout`` as a layer-drop rate (so a
+    dropout above 0 would change the number of auxiliary predictions during training); the
+    original has no layer drop.
+    """
+    layers = [
+        MaskedAttentionDecoderLayer(
+            dim=config.hidden_dim,
+            num_heads=config.num_attention_heads,
+            ffn_dim=config.dim_feedforward,
+            dropout=config.dropout,
+            activation=config.activation_function,
+            pre_norm=config.pre_norm,
+        )
+        for _ in range(config.decoder_layers - 1)
+    ]
+    return MaskedAttentionDecoder(
+        layers,
+        hidden_dim=config.hidden_dim,
+        mask_predictor=MaskPredictor(config.hidden_dim, config.mask_feature_size),
+    )
