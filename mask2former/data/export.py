@@ -1,0 +1,148 @@
+"""Write a panoptic dataset to disk in the standard formats.
+
+Layout of ``DIR`` (file stems are shared by every view)::
+
+    DIR/images/000000.png       RGB images (PNG: lossless, so reading back gives the same pixels)
+    DIR/panoptic/000000.png     COCO panoptic id maps, id = R + 256 G + 256^2 B (0 = void)
+    DIR/panoptic.json           COCO panoptic: images, annotations (segments_info), categories
+    DIR/instances.json          COCO instances of the thing classes: compressed-RLE segmentation
+    DIR/semantic/000000.png     ADE20K-style labels, uint8: 0 = void/ignore, k + 1 = label k
+    DIR/categories.json         the category list (id, name, isthing, color)
+
+The semantic PNGs follow ADE20K's convention, so read them with ``reduce_labels=True`` to get
+labels 0..K-1 and 255 for void. Labels are ``position in categories sorted by id``, as in every
+reader of this package, so the three views share one label space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from .io import id_to_rgb, write_json
+from .rle import encode_mask
+from .sample import category_to_label
+
+__all__ = ["export_panoptic_dataset", "FORMATS"]
+
+FORMATS: Tuple[str, ...] = ("panoptic", "instances", "semantic")
+
+
+def export_panoptic_dataset(
+    samples: Iterable[Dict[str, Any]],
+    categories: Sequence[Dict[str, Any]],
+    out_dir: Union[str, Path],
+    formats: Sequence[str] = FORMATS,
+) -> Path:
+    """Write samples to ``out_dir`` in the layout above.
+
+    Args:
+        samples: dicts with ``image`` (H, W, 3) uint8, ``panoptic`` (H, W) int ids and
+            ``segments_info`` ([{"id", "category_id", "iscrowd"?}]); ``file_name`` optional
+            (default ``{index:06d}.png``). A :class:`~mask2former.data.shapes.ShapesDataset`
+            qualifies.
+        categories: dicts with ``id``, ``name``, ``isthing`` and optionally ``color``.
+        out_dir: created if needed; existing files of the same names are overwritten.
+        formats: any of ``"panoptic"``, ``"instances"``, ``"semantic"``; images are always written.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown formats {sorted(unknown)}; choose from {FORMATS}")
+    if len(categories) > 254:
+        raise ValueError("semantic PNGs are uint8: at most 254 categories")
+    out = Path(out_dir)
+    for sub in ["images"] + [f for f in ("panoptic", "semantic") if f in formats]:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    to_label = category_to_label(categories)
+    thing_ids = {int(c["id"]) for c in categories if c.get("isthing", 1)}
+    cats = [
+        {
+            "id": int(c["id"]),
+            "name": str(c["name"]),
+            "supercategory": str(
+                c.get("supercategory", "thing" if c.get("isthing", 1) else "stuff")
+            ),
+            "isthing": int(c.get("isthing", 1)),
+            "color": [int(v) for v in c.get("color", [0, 0, 0])],
+        }
+        for c in sorted(categories, key=lambda c: int(c["id"]))
+    ]
+    images: List[Dict[str, Any]] = []
+    pan_anns: List[Dict[str, Any]] = []
+    inst_anns: List[Dict[str, Any]] = []
+
+    for index, sample in enumerate(samples):
+        stem = Path(sample.get("file_name") or f"{index:06d}.png").stem
+        image = np.asarray(sample["image"], dtype=np.uint8)
+        pan = np.asarray(sample["panoptic"])
+        h, w = pan.shape
+        if image.shape != (h, w, 3):
+            raise ValueError(
+                f"sample {index}: image {image.shape} does not match panoptic {pan.shape}"
+            )
+        Image.fromarray(image).save(out / "images" / f"{stem}.png")
+        images.append({"id": index, "file_name": f"{stem}.png", "height": h, "width": w})
+        segments = []
+        semantic = np.zeros((h, w), dtype=np.uint8)
+        for seg in sample["segments_info"]:
+            mask = pan == int(seg["id"])
+            cat = int(seg["category_id"])
+            ys, xs = np.nonzero(mask)
+            bbox = (
+                [
+                    int(xs.min()),
+                    int(ys.min()),
+                    int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1),
+                ]
+                if ys.size
+                else [0, 0, 0, 0]
+            )
+            info = {
+                "id": int(seg["id"]),
+                "category_id": cat,
+                "area": int(ys.size),
+                "bbox": bbox,
+                "iscrowd": int(seg.get("iscrowd", 0)),
+            }
+            segments.append(info)
+            # Crowd regions are left void in the semantic view, as in detectron2's conversion.
+            if not info["iscrowd"]:
+                semantic[mask] = to_label[cat] + 1
+            if cat in thing_ids:
+                inst_anns.append(
+                    {
+                        "id": len(inst_anns) + 1,
+                        "image_id": index,
+                        "category_id": cat,
+                        "segmentation": encode_mask(mask),
+                        "area": info["area"],
+                        "bbox": bbox,
+                        "iscrowd": info["iscrowd"],
+                    }
+                )
+        pan_anns.append({"image_id": index, "file_name": f"{stem}.png", "segments_info": segments})
+        if "panoptic" in formats:
+            Image.fromarray(id_to_rgb(pan)).save(out / "panoptic" / f"{stem}.png")
+        if "semantic" in formats:
+            Image.fromarray(semantic).save(out / "semantic" / f"{stem}.png")
+
+    write_json(out / "categories.json", cats)
+    if "panoptic" in formats:
+        write_json(
+            out / "panoptic.json",
+            {"images": images, "annotations": pan_anns, "categories": cats},
+        )
+    if "instances" in formats:
+        thing_cats = [c for c in cats if c["isthing"]]
+        write_json(
+            out / "instances.json",
+            {"images": images, "annotations": inst_anns, "categories": thing_cats},
+        )
+    return out

@@ -1,0 +1,100 @@
+"""Small file helpers shared by the dataset readers and writers.
+
+Every failure is turned into a :class:`DatasetError` naming the file, so a reader never surfaces a
+bare ``FileNotFoundError`` or a PIL traceback without the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+from .errors import DatasetError
+
+__all__ = ["load_json", "read_image", "read_label_png", "rgb_to_id", "id_to_rgb", "write_json"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def load_json(path: PathLike) -> Any:
+    """Parse a JSON file; a missing or malformed file raises :class:`DatasetError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(path, f"cannot parse JSON ({e})") from e
+
+
+def write_json(path: PathLike, data: Any) -> None:
+    """Write JSON atomically (temporary file + rename) so a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(path, f"cannot read image ({e})") from e
+    return img
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image as RGB.
+
+    Returns:
+        (H, W, 3) uint8 array. Grey, palette and RGBA images are converted to RGB.
+    """
+    return np.asarray(_open(Path(path)).convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_label_png(path: PathLike, rgb: bool = False) -> np.ndarray:
+    """Read a label PNG.
+
+    Args:
+        path: the PNG.
+        rgb: decode a COCO-panoptic RGB PNG into ids (``R + 256 G + 256^2 B``).
+
+    Returns:
+        (H, W) int64 array of labels (``rgb=False``: the raw single-channel or palette index
+        values, never colours) or segment ids (``rgb=True``).
+    """
+    path = Path(path)
+    img = _open(path)
+    if rgb:
+        if img.mode not in ("RGB", "RGBA"):
+            raise DatasetError(path, f"expected an RGB panoptic PNG, got mode {img.mode}")
+        return rgb_to_id(np.asarray(img.convert("RGB")))
+    if img.mode in ("RGB", "RGBA"):
+        # Colour label maps are ambiguous (which colour is which class?): refuse them.
+        raise DatasetError(path, f"expected a single-channel label PNG, got mode {img.mode}")
+    # 'P' (palette) images keep their indices, which are the labels in ADE20K/VOC-style files.
+    return np.asarray(img, dtype=np.int64).copy()
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 COCO panoptic colours -> (H, W) int64 ids ``R + 256 G + 256^2 B``."""
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """(H, W) integer ids (< 256^3) -> (H, W, 3) uint8 COCO panoptic colours."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= 256**3):
+        raise ValueError("panoptic ids must lie in [0, 256^3)")
+    return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
