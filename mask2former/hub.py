@@ -52,7 +52,7 @@ def resolve_file(
 def _download(repo_id: str, filename: str, required: bool) -> Optional[str]:
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.utils import EntryNotFoundError
+        from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
     except ImportError:
         raise ImportError(
             f"{repo_id!r} is not a local folder; loading from the Hugging Face hub needs "
@@ -60,6 +60,13 @@ def _download(repo_id: str, filename: str, required: bool) -> Optional[str]:
         ) from None
     try:
         return hf_hub_download(repo_id, filename)
+    except LocalEntryNotFoundError as e:  # offline and not in the local cache
+        if not required:
+            return None
+        raise OSError(
+            f"could not fetch {filename} from hub repository {repo_id!r}: offline or "
+            f"unreachable and not cached ({str(e).splitlines()[0]}); pass a local folder instead"
+        ) from None
     except EntryNotFoundError:
         if required:
             raise FileNotFoundError(f"{filename} not found in hub repository {repo_id}") from None
