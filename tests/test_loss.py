@@ -175,7 +175,7 @@ def test_same_seed_same_loss_different_seed_different_points():
 def test_empty_weight_buffer_and_weights():
     loss_fn = our_loss(no_object_weight=0.25)
     assert "empty_weight" in dict(loss_fn.named_buffers())
-    assert "empty_weight" in loss_fn.state_dict()
+    assert list(loss_fn.state_dict()) == ["empty_weight"]  # saved as criterion.empty_weight
     assert loss_fn.empty_weight.shape == (NUM_LABELS + 1,)
     assert loss_fn.empty_weight[-1] == 0.25 and torch.all(loss_fn.empty_weight[:-1] == 1)
     assert loss_fn.weight_dict == {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
