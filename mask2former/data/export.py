@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .io import id_to_rgb, write_json
-from .rle import encode_mask
+from .rle import encode_mask, mask_bbox
 from .sample import category_to_label
 
 __all__ = ["export_panoptic_dataset", "FORMATS"]
@@ -93,21 +93,11 @@ def export_panoptic_dataset(
         for seg in sample["segments_info"]:
             mask = pan == int(seg["id"])
             cat = int(seg["category_id"])
-            ys, xs = np.nonzero(mask)
-            bbox = (
-                [
-                    int(xs.min()),
-                    int(ys.min()),
-                    int(xs.max() - xs.min() + 1),
-                    int(ys.max() - ys.min() + 1),
-                ]
-                if ys.size
-                else [0, 0, 0, 0]
-            )
+            bbox = mask_bbox(mask)
             info = {
                 "id": int(seg["id"]),
                 "category_id": cat,
-                "area": int(ys.size),
+                "area": int(mask.sum()),
                 "bbox": bbox,
                 "iscrowd": int(seg.get("iscrowd", 0)),
             }

@@ -218,15 +218,15 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], h: int, w: int) -> np.
     return mask
 
 
-def mask_bbox(mask: np.ndarray) -> List[float]:
+def mask_bbox(mask: np.ndarray) -> List[int]:
     """(H, W) bool -> COCO box ``[x, y, width, height]`` of the set pixels ([0, 0, 0, 0] if none)."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        return [0.0, 0.0, 0.0, 0.0]
+        return [0, 0, 0, 0]
     return [
-        float(cols[0]),
-        float(rows[0]),
-        float(cols[-1] - cols[0] + 1),
-        float(rows[-1] - rows[0] + 1),
+        int(cols[0]),
+        int(rows[0]),
+        int(cols[-1] - cols[0] + 1),
+        int(rows[-1] - rows[0] + 1),
     ]
