@@ -70,8 +70,9 @@ def test_configurable_size_and_speed():
     start = time.perf_counter()
     for i in range(50):
         render_shapes(1, i)
-    # 1000 images must take well under a minute: allow 20 ms each (measured ~13 ms).
-    assert (time.perf_counter() - start) / 50 < 0.04
+    # 1000 images must take under a minute (measured ~13 ms each on one core; the bound leaves
+    # room for a machine busy with other tests).
+    assert (time.perf_counter() - start) / 50 < 0.055
 
 
 def test_written_formats_read_back_equal(tmp_path):
