@@ -1,0 +1,460 @@
+"""``Mask2FormerImageProcessor``: model inputs from images and label maps, segmentations from the
+model's outputs, and ``preprocessor_config.json`` in the published layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+
+from ..hub import resolve_file
+from . import postprocess
+from .batch import BatchFeature
+from .labels import check_instance_mapping, segmentation_map_to_binary_masks
+from .transforms import (
+    _channels_last,
+    _data_format,
+    _is_torch_tensor,
+    get_output_size,
+    normalize_size,
+    pad_to,
+    rescale_and_normalize,
+    resize_image,
+    resize_label_map,
+    to_label_array,
+    to_rgb_array,
+)
+
+__all__ = ["Mask2FormerImageProcessor"]
+
+CONFIG_NAME = "preprocessor_config.json"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+BILINEAR = 2  # PIL.Image.Resampling.BILINEAR
+_DEFAULT_MAX_SIZE = 1333
+# Keys of published files that only say which class wrote them.
+_TYPE_KEYS = (
+    "image_processor_type",
+    "feature_extractor_type",
+    "processor_class",
+    "_processor_class",
+)
+
+
+def _as_list(items: Any, what: str) -> Tuple[List[Any], bool]:
+    """(list of items, whether the input was a batch)."""
+    if isinstance(items, (list, tuple)):
+        if len(items) == 0:
+            raise ValueError(f"{what} is an empty list")
+        return list(items), True
+    if (isinstance(items, np.ndarray) or _is_torch_tensor(items)) and items.ndim == 4:
+        if items.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch")
+        return [items[i] for i in range(items.shape[0])], True
+    return [items], False
+
+
+class Mask2FormerImageProcessor:
+    """Prepares images (and label maps) for Mask2Former and turns its outputs into segmentations.
+
+    Preprocessing resizes (``size``: ``{"shortest_edge", "longest_edge"}``, ``{"height",
+    "width"}`` or an int shortest edge with longest edge 1333; sides rounded up to a multiple of
+    ``size_divisor``), rescales, normalizes and pads bottom/right to the largest image of the batch,
+    as transformers 4.37.2 does (PIL resizing, so pixels agree). Differences from the reference:
+
+    - EXIF orientation of PIL images is applied before anything else (the reference ignores it);
+      grayscale, RGBA, palette and 16-bit images are converted to RGB.
+    - Float images are resized in float precision (the reference goes through 8 bits).
+    - Label maps may hold ids above 255 (the reference's 8-bit resize fails on them).
+    - Binary ``mask_labels`` are padded with 0 (the reference pads with ``ignore_index``), and a map
+      with no label left gives (0, H, W) masks and empty ``class_labels`` (the reference raises).
+
+    Post-processing: see :mod:`mask2former.processing.postprocess`.
+    """
+
+    model_input_names = ["pixel_values", "pixel_mask"]
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: Union[int, Tuple[int, int], Dict[str, int], None] = None,
+        size_divisor: int = 32,
+        resample: int = BILINEAR,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: Union[float, Sequence[float], None] = None,
+        image_std: Union[float, Sequence[float], None] = None,
+        ignore_index: Optional[int] = None,
+        reduce_labels: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # Deprecated names still found in published files.
+        if "size_divisibility" in kwargs:
+            size_divisor = kwargs.pop("size_divisibility")
+        max_size = kwargs.pop("max_size", None)
+        private_max = kwargs.pop("_max_size", None)
+        self._max_size = int(max_size or private_max or _DEFAULT_MAX_SIZE)
+        for key in _TYPE_KEYS:
+            kwargs.pop(key, None)
+        if size is None:
+            size = {"shortest_edge": 800, "longest_edge": self._max_size}
+        self.do_resize = bool(do_resize)
+        self.size = normalize_size(size, self._max_size)
+        self.size_divisor = int(size_divisor or 0)
+        self.resample = int(resample)
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
+        self.do_normalize = bool(do_normalize)
+        self.image_mean = list(image_mean) if image_mean is not None else list(IMAGENET_MEAN)
+        self.image_std = list(image_std) if image_std is not None else list(IMAGENET_STD)
+        self.ignore_index = ignore_index
+        self.reduce_labels = bool(reduce_labels)
+        # Other keys of a loaded file (e.g. "num_labels") are kept and written back.
+        self.extra_config: Dict[str, Any] = dict(kwargs)
+
+    # ------------------------------------------------------------------ config files
+    def to_dict(self) -> Dict[str, Any]:
+        """The configuration as written to ``preprocessor_config.json`` (transformers' keys)."""
+        out = dict(self.extra_config)
+        out.update(
+            {
+                "_max_size": self._max_size,
+                "do_normalize": self.do_normalize,
+                "do_rescale": self.do_rescale,
+                "do_resize": self.do_resize,
+                "ignore_index": self.ignore_index,
+                "image_mean": list(self.image_mean),
+                "image_processor_type": "Mask2FormerImageProcessor",
+                "image_std": list(self.image_std),
+                "reduce_labels": self.reduce_labels,
+                "resample": self.resample,
+                "rescale_factor": self.rescale_factor,
+                "size": dict(self.size),
+                "size_divisor": self.size_divisor,
+            }
+        )
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], **kwargs: Any) -> Mask2FormerImageProcessor:
+        """Build from a config dict; ``kwargs`` override its entries (``max_size`` included)."""
+        merged = dict(config)
+        merged.update(kwargs)
+        return cls(**merged)
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> List[str]:
+        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed)."""
+        if os.path.isfile(save_directory):
+            raise ValueError(f"{save_directory} is a file; save_pretrained needs a folder")
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+        return [path]
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs: Any
+    ) -> Mask2FormerImageProcessor:
+        """Load from a folder, a ``preprocessor_config.json`` path, a built-in model or a hub id."""
+        path = resolve_file(pretrained_model_name_or_path, CONFIG_NAME)
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+        return cls.from_dict(config, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    # ------------------------------------------------------------------ preprocessing
+    def __call__(self, images: Any, segmentation_maps: Any = None, **kwargs: Any) -> BatchFeature:
+        return self.preprocess(images, segmentation_maps=segmentation_maps, **kwargs)
+
+    def preprocess(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        instance_id_to_semantic_id: Union[Dict[int, int], List[Dict[int, int]], None] = None,
+        do_resize: Optional[bool] = None,
+        size: Union[int, Tuple[int, int], Dict[str, int], None] = None,
+        size_divisor: Optional[int] = None,
+        resample: Optional[int] = None,
+        do_rescale: Optional[bool] = None,
+        rescale_factor: Optional[float] = None,
+        do_normalize: Optional[bool] = None,
+        image_mean: Union[float, Sequence[float], None] = None,
+        image_std: Union[float, Sequence[float], None] = None,
+        ignore_index: Optional[int] = None,
+        reduce_labels: Optional[bool] = None,
+        return_tensors: Optional[str] = None,
+        data_format: str = "channels_first",
+        input_data_format: Optional[str] = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Model inputs for one image or a batch (PIL images, arrays or tensors, or lists of them).
+
+        Returns a :class:`BatchFeature` with ``pixel_values`` (B, 3, H, W) (or (B, H, W, 3) with
+        ``data_format="channels_last"``), ``pixel_mask`` (B, H, W) int64 (1 = real pixel), and with
+        ``segmentation_maps`` also ``mask_labels`` (list of (N_i, H, W) float32) and
+        ``class_labels`` (list of (N_i,) int64). ``return_tensors``: "pt" for torch tensors, "np"
+        for numpy arrays, None for lists of numpy arrays.
+        """
+        kwargs.pop("pad_and_return_pixel_mask", None)  # deprecated no-op of the reference
+        if kwargs:
+            raise TypeError(f"preprocess() got unexpected arguments: {sorted(kwargs)}")
+        do_resize = self.do_resize if do_resize is None else do_resize
+        size = self.size if size is None else normalize_size(size, self._max_size)
+        size_divisor = self.size_divisor if size_divisor is None else size_divisor
+        resample = self.resample if resample is None else int(resample)
+        do_rescale = self.do_rescale if do_rescale is None else do_rescale
+        rescale_factor = self.rescale_factor if rescale_factor is None else rescale_factor
+        do_normalize = self.do_normalize if do_normalize is None else do_normalize
+        image_mean = self.image_mean if image_mean is None else image_mean
+        image_std = self.image_std if image_std is None else image_std
+
+        image_list, batched = _as_list(images, "images")
+        map_list: Optional[List[Any]] = None
+        if segmentation_maps is not None:
+            if batched:
+                if isinstance(segmentation_maps, (list, tuple)):
+                    map_list = list(segmentation_maps)
+                elif getattr(segmentation_maps, "ndim", 0) == 3:
+                    map_list = [segmentation_maps[i] for i in range(len(segmentation_maps))]
+                else:
+                    map_list = [segmentation_maps]
+            else:
+                map_list = [segmentation_maps]
+            if len(map_list) != len(image_list):
+                raise ValueError(
+                    f"got {len(image_list)} images but {len(map_list)} segmentation maps"
+                )
+
+        processed, labels = [], []
+        scaled_warned = False
+        for i, image in enumerate(image_list):
+            arr = to_rgb_array(image, input_data_format, what=f"images[{i}]")
+            if (
+                do_rescale
+                and not scaled_warned
+                and arr.dtype != np.uint8
+                and arr.size
+                and arr.max() <= 1.0
+            ):
+                warnings.warn(
+                    "images look already rescaled to 0..1; set do_rescale=False if so",
+                    stacklevel=2,
+                )
+                scaled_warned = True
+            orig = out_size = arr.shape[:2]
+            if do_resize:
+                out_size = get_output_size(arr.shape[0], arr.shape[1], size, size_divisor)
+                arr = resize_image(arr, out_size, resample)
+            processed.append(
+                rescale_and_normalize(
+                    arr, do_rescale, rescale_factor, do_normalize, image_mean, image_std
+                )
+            )
+            if map_list is not None:
+                seg = to_label_array(map_list[i], what=f"segmentation_maps[{i}]")
+                if seg.shape != orig:
+                    raise ValueError(
+                        f"segmentation_maps[{i}] has size {seg.shape[0]}x{seg.shape[1]} but "
+                        f"images[{i}] has size {orig[0]}x{orig[1]}"
+                    )
+                if do_resize:
+                    seg = resize_label_map(seg, out_size)
+                labels.append(seg)
+        return self._encode(
+            processed,
+            labels if map_list is not None else None,
+            instance_id_to_semantic_id,
+            self.ignore_index if ignore_index is None else ignore_index,
+            self.reduce_labels if reduce_labels is None else reduce_labels,
+            return_tensors,
+            data_format,
+        )
+
+    def encode_inputs(
+        self,
+        pixel_values_list: Sequence[Any],
+        segmentation_maps: Optional[Sequence[Any]] = None,
+        instance_id_to_semantic_id: Union[Dict[int, int], List[Dict[int, int]], None] = None,
+        ignore_index: Optional[int] = None,
+        reduce_labels: bool = False,
+        return_tensors: Optional[str] = None,
+        input_data_format: Optional[str] = None,
+    ) -> BatchFeature:
+        """Pad already processed images to the largest one, make ``pixel_mask``, and turn each
+        segmentation map into binary masks with one class each (``[[2, 6, 7, 9]]`` gives four
+        masks with classes [2, 6, 7, 9]). Images are (C, H, W) (or (H, W, C)) arrays/tensors; the
+        output keeps channels first as the model expects."""
+        pixel_list, _ = _as_list(pixel_values_list, "pixel_values_list")
+        arrays = []
+        for i, pv in enumerate(pixel_list):
+            arr = pv.detach().cpu().numpy() if _is_torch_tensor(pv) else np.asarray(pv)
+            if arr.ndim != 3:
+                raise ValueError(f"pixel_values_list[{i}] must be 3-d, got shape {arr.shape}")
+            arrays.append(_channels_last(arr, input_data_format, f"pixel_values_list[{i}]"))
+        maps = None
+        if segmentation_maps is not None:
+            map_items, _ = _as_list(segmentation_maps, "segmentation_maps")
+            if len(map_items) != len(arrays):
+                raise ValueError(f"got {len(arrays)} images but {len(map_items)} segmentation maps")
+            maps = []
+            for i, m in enumerate(map_items):
+                seg = to_label_array(m, what=f"segmentation_maps[{i}]")
+                if seg.shape != arrays[i].shape[:2]:
+                    raise ValueError(
+                        f"segmentation_maps[{i}] has size {seg.shape[0]}x{seg.shape[1]} but "
+                        f"pixel_values_list[{i}] has size {arrays[i].shape[0]}x{arrays[i].shape[1]}"
+                    )
+                maps.append(seg)
+        return self._encode(
+            arrays,
+            maps,
+            instance_id_to_semantic_id,
+            self.ignore_index if ignore_index is None else ignore_index,
+            self.reduce_labels if reduce_labels is None else reduce_labels,
+            return_tensors,
+            "channels_first",
+        )
+
+    def convert_segmentation_map_to_binary_masks(
+        self,
+        segmentation_map: Any,
+        instance_id_to_semantic_id: Optional[Dict[int, int]] = None,
+        ignore_index: Optional[int] = None,
+        reduce_labels: Optional[bool] = None,
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """(N, H, W) float32 masks and (N,) int64 classes of one label map."""
+        return segmentation_map_to_binary_masks(
+            to_label_array(segmentation_map),
+            instance_id_to_semantic_id,
+            self.ignore_index if ignore_index is None else ignore_index,
+            self.reduce_labels if reduce_labels is None else reduce_labels,
+        )
+
+    def _encode(
+        self,
+        images: List[np.ndarray],
+        maps: Optional[List[np.ndarray]],
+        instance_id_to_semantic_id: Any,
+        ignore_index: Optional[int],
+        reduce_labels: bool,
+        return_tensors: Optional[str],
+        data_format: str,
+    ) -> BatchFeature:
+        """Pad (H, W, C) images and (H, W) maps; build the batch in the requested types."""
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+        channels_first = _data_format(data_format) != "channels_last"
+        pad_h = max(im.shape[0] for im in images)
+        pad_w = max(im.shape[1] for im in images)
+        pixel_values, pixel_mask = [], []
+        for im in images:
+            padded = pad_to(im.astype(np.float32, copy=False), pad_h, pad_w)
+            pixel_values.append(
+                np.ascontiguousarray(padded.transpose(2, 0, 1)) if channels_first else padded
+            )
+            mask = np.zeros((pad_h, pad_w), dtype=np.int64)
+            mask[: im.shape[0], : im.shape[1]] = 1
+            pixel_mask.append(mask)
+        data: Dict[str, Any] = {
+            "pixel_values": _collate(pixel_values, return_tensors),
+            "pixel_mask": _collate(pixel_mask, return_tensors),
+        }
+        if maps is not None:
+            mappings = check_instance_mapping(instance_id_to_semantic_id, len(maps))
+            mask_labels, class_labels = [], []
+            for i, seg in enumerate(maps):
+                masks, classes = segmentation_map_to_binary_masks(
+                    seg, mappings[i], ignore_index, reduce_labels, what=f"segmentation_maps[{i}]"
+                )
+                # Padding is "not this segment": 0 (the reference writes ignore_index here).
+                masks = np.pad(
+                    masks, ((0, 0), (0, pad_h - seg.shape[0]), (0, pad_w - seg.shape[1]))
+                )
+                mask_labels.append(_convert(masks, return_tensors))
+                class_labels.append(_convert(classes, return_tensors))
+            data["mask_labels"] = mask_labels
+            data["class_labels"] = class_labels
+        return BatchFeature(data)
+
+    # ------------------------------------------------------------------ post-processing
+    def post_process_semantic_segmentation(
+        self,
+        outputs: Any,
+        target_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+    ) -> list:
+        """See :func:`mask2former.processing.postprocess.post_process_semantic_segmentation`."""
+        return postprocess.post_process_semantic_segmentation(
+            outputs, target_sizes=target_sizes, image_sizes=image_sizes
+        )
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        return_coco_annotation: bool = False,
+        return_binary_maps: bool = False,
+        image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+    ) -> List[Dict[str, Any]]:
+        """See :func:`mask2former.processing.postprocess.post_process_instance_segmentation`."""
+        return postprocess.post_process_instance_segmentation(
+            outputs,
+            threshold=threshold,
+            mask_threshold=mask_threshold,
+            overlap_mask_area_threshold=overlap_mask_area_threshold,
+            target_sizes=target_sizes,
+            return_coco_annotation=return_coco_annotation,
+            return_binary_maps=return_binary_maps,
+            image_sizes=image_sizes,
+        )
+
+    def post_process_panoptic_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        label_ids_to_fuse: Optional[Set[int]] = None,
+        target_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+    ) -> List[Dict[str, Any]]:
+        """See :func:`mask2former.processing.postprocess.post_process_panoptic_segmentation`."""
+        return postprocess.post_process_panoptic_segmentation(
+            outputs,
+            threshold=threshold,
+            mask_threshold=mask_threshold,
+            overlap_mask_area_threshold=overlap_mask_area_threshold,
+            label_ids_to_fuse=label_ids_to_fuse,
+            target_sizes=target_sizes,
+            image_sizes=image_sizes,
+        )
+
+
+def _convert(array: np.ndarray, return_tensors: Optional[str]) -> Any:
+    if return_tensors == "pt":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(array))
+    return array
+
+
+def _collate(arrays: List[np.ndarray], return_tensors: Optional[str]) -> Any:
+    if return_tensors is None:
+        return arrays
+    stacked = np.stack(arrays, axis=0)
+    return _convert(stacked, return_tensors)
