@@ -326,3 +326,28 @@ def test_semantic_broken(semantic):
         SemanticSegmentationDataset(root / "images", root / "labels")
     with pytest.raises(DatasetError, match="missing: folder not found"):
         SemanticSegmentationDataset(root / "missing", root / "labels")
+
+
+def test_rle_and_polygons_match_pycocotools():
+    pytest.importorskip("pycocotools")
+    from pycocotools import mask as coco_mask
+
+    from mask2former.data import decode_rle, polygons_to_mask
+
+    rng = np.random.default_rng(0)
+    for it in range(300):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        m = rng.uniform(size=(h, w)) < rng.uniform()
+        ref = coco_mask.encode(np.asfortranarray(m.astype(np.uint8)))
+        assert encode_mask(m)["counts"] == ref["counts"].decode()
+        assert np.array_equal(decode_rle(encode_mask(m)), m)
+        assert np.array_equal(decode_rle(encode_mask(m, compressed=False)), m)
+        # Random (often self-intersecting, partly outside) polygons, some with repeated points.
+        pts = rng.uniform(-5, max(h, w) + 5, size=2 * int(rng.integers(3, 9)))
+        if it % 2:
+            pts = np.round(pts)
+        if it % 5 == 0:
+            pts[2:4] = pts[0:2]
+        polys = [pts.tolist(), rng.uniform(0, max(h, w), size=8).tolist()][: 1 + it % 2]
+        ref_poly = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(polys, h, w)))
+        assert np.array_equal(polygons_to_mask(polys, h, w), ref_poly.astype(bool))

@@ -121,3 +121,14 @@ def test_nearest_index_matches_pil():
         line = np.arange(src, dtype=np.uint8)[None, :]
         ref = np.asarray(Image.fromarray(line).resize((dst, 1), Image.NEAREST))[0]
         assert np.array_equal(_nearest_index(src, dst), ref)
+
+
+def test_panoptic_map_moves_with_masks(sample):
+    t = LargeScaleJitter(crop_size=(100, 90), min_scale=0.5, max_scale=1.5)
+    for seed in range(5):
+        out = t(sample, np.random.default_rng(seed))
+        assert "segments_info" not in out  # stale areas/boxes are removed
+        assert out["panoptic"].shape == (100, 90)
+        for m, sid in zip(out["masks"], out["segment_ids"]):
+            assert np.array_equal(m, out["panoptic"] == sid)
+        assert (out["panoptic"][~out["pixel_mask"]] == 0).all()

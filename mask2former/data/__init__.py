@@ -7,7 +7,13 @@ from .coco_panoptic import CocoPanopticDataset
 from .errors import DatasetError
 from .export import export_panoptic_dataset
 from .rle import decode_rle, encode_mask, polygons_to_mask
-from .sample import category_to_label, sample_to_panoptic, sample_to_semantic, segments_to_sample
+from .sample import (
+    category_to_label,
+    label_categories,
+    sample_to_panoptic,
+    sample_to_semantic,
+    segments_to_sample,
+)
 from .semantic import SemanticSegmentationDataset
 from .shapes import SHAPES_CATEGORIES, ShapesConfig, ShapesDataset, render_shapes
 from .transforms import LargeScaleJitter, ResizeShortestEdgeCrop
@@ -26,6 +32,7 @@ __all__ = [
     "decode_rle",
     "encode_mask",
     "export_panoptic_dataset",
+    "label_categories",
     "polygons_to_mask",
     "render_shapes",
     "sample_to_panoptic",

@@ -18,13 +18,28 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ["category_to_label", "segments_to_sample", "sample_to_semantic", "sample_to_panoptic"]
+__all__ = [
+    "category_to_label",
+    "label_categories",
+    "segments_to_sample",
+    "sample_to_semantic",
+    "sample_to_panoptic",
+]
 
 
 def category_to_label(categories: Sequence[Dict[str, Any]]) -> Dict[int, int]:
     """COCO category id -> contiguous label, in order of increasing id."""
     ids = sorted(int(c["id"]) for c in categories)
     return {cid: i for i, cid in enumerate(ids)}
+
+
+def label_categories(categories: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The categories with ``id`` replaced by the contiguous label (and the COCO id kept as
+    ``category_id``): what the evaluators need for samples and model outputs, which speak in
+    labels. ``PanopticQualityEvaluator(label_categories(dataset.categories))``."""
+    to_label = category_to_label(categories)
+    out = [dict(c, id=to_label[int(c["id"])], category_id=int(c["id"])) for c in categories]
+    return sorted(out, key=lambda c: c["id"])
 
 
 def segments_to_sample(

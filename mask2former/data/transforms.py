@@ -9,8 +9,9 @@
 
 Both take a sample dict (``image``, ``masks``, per-mask arrays, optional ``semantic``) and a
 ``numpy.random.Generator``; the same generator state gives the same output. Masks are moved
-with the image; masks left empty are dropped together with their per-mask entries. The output
-also has ``pixel_mask`` (H, W) bool, False on padding.
+with the image, and so are ``semantic`` / ``panoptic`` maps (padded with ``ignore_index`` / 0);
+masks left empty are dropped together with their per-mask entries; a stale ``segments_info`` is
+removed. The output also has ``pixel_mask`` (H, W) bool, False on padding.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-__all__ = ["LargeScaleJitter", "ResizeShortestEdgeCrop", "PER_MASK_KEYS"]
+__all__ = ["LargeScaleJitter", "ResizeShortestEdgeCrop", "PER_MASK_KEYS", "MAP_KEYS"]
+
+#: (H, W) maps moved with the image, and the value their padding gets (None: ``ignore_index``).
+MAP_KEYS = {"semantic": None, "panoptic": 0}
 
 #: Arrays with one entry per mask, filtered alongside ``masks``.
 PER_MASK_KEYS = ("labels", "isthing", "iscrowd", "segment_ids", "annotation_ids", "scores")
@@ -45,8 +49,9 @@ def _flip(sample: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(sample)
     out["image"] = sample["image"][:, ::-1]
     out["masks"] = sample["masks"][:, :, ::-1]
-    if "semantic" in sample:
-        out["semantic"] = sample["semantic"][:, ::-1]
+    for key in MAP_KEYS:
+        if key in sample:
+            out[key] = sample[key][:, ::-1]
     return out
 
 
@@ -77,10 +82,13 @@ def _resize_crop_pad(
     masks = np.zeros((sample["masks"].shape[0], oh, ow), dtype=bool)
     masks[:, :ch, :cw] = sample["masks"][:, rows[:, None], cols[None, :]]
     out["masks"] = masks
-    if "semantic" in sample:
-        sem = np.full((oh, ow), ignore_index, dtype=np.int64)
-        sem[:ch, :cw] = sample["semantic"][rows[:, None], cols[None, :]]
-        out["semantic"] = sem
+    for key, pad in MAP_KEYS.items():
+        if key in sample:
+            arr = np.full((oh, ow), ignore_index if pad is None else pad, dtype=np.int64)
+            arr[:ch, :cw] = sample[key][rows[:, None], cols[None, :]]
+            out[key] = arr
+    # Areas and boxes of the segment list no longer hold; the masks are the truth now.
+    out.pop("segments_info", None)
     pixel_mask = np.zeros((oh, ow), dtype=bool)
     pixel_mask[:ch, :cw] = True
     out["pixel_mask"] = pixel_mask
@@ -216,7 +224,7 @@ class ResizeShortestEdgeCrop:
         if rng.uniform() < self.flip_prob:
             # Flip only the valid window so padding stays bottom/right.
             out = dict(out)
-            for key in ("image", "semantic"):
+            for key in ("image", *MAP_KEYS):
                 if key in out:
                     arr = out[key].copy()
                     arr[:ch, :cw] = arr[:ch, :cw][:, ::-1]
