@@ -205,7 +205,7 @@ def render_shapes(seed: int, index: int, config: ShapesConfig = ShapesConfig()) 
         image[sel] = _texture(name, rng, h, w)[sel]
     ids = bands + 1  # stuff segment ids 1..n_bands
     things = _place_things(rng, config, image, ids, next_id=len(names) + 1)
-    image += rng.normal(0.0, config.noise_std, size=image.shape).astype(np.float32)
+    image += rng.standard_normal(size=image.shape, dtype=np.float32) * np.float32(config.noise_std)
     image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
     # Renumber to consecutive ids, dropping stuff bands hidden entirely under things.
