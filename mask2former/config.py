@@ -54,12 +54,14 @@ class _JsonConfig:
             if key in _GENERIC_KEYS or key == "model_type":
                 continue
             setattr(self, key, value)
-        self._extra_keys = [k for k in kwargs if k not in _GENERIC_KEYS and k != "model_type"]
 
     def to_dict(self) -> Dict[str, Any]:
+        """The fields, then any other public attribute (extra keys read from a file, or set
+        later such as ``config.task``), so they survive a save/load round trip."""
         out = {name: copy.deepcopy(getattr(self, name)) for name in self._fields}
-        for key in getattr(self, "_extra_keys", []):
-            out[key] = copy.deepcopy(getattr(self, key))
+        for key, value in vars(self).items():
+            if not key.startswith("_") and key not in out:
+                out[key] = copy.deepcopy(value)
         out["model_type"] = self.model_type
         return out
 

@@ -1,0 +1,87 @@
+"""The ``mask2former`` command: ``segment``, ``shapes``, ``train`` and ``evaluate``.
+
+Each subcommand lives in :mod:`mask2former.commands` with ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when needed so ``--help`` is instant. Errors a
+user can cause end the command with a one-line message and a non-zero exit, never a traceback
+(set ``MASK2FORMER_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import import_module
+from typing import List, Optional
+
+__all__ = ["main"]
+
+COMMANDS = {
+    "segment": ("segment images, folders or globs; write overlays, id maps and JSON", "segment"),
+    "shapes": ("write the synthetic shapes dataset in COCO and semantic formats", "shapes"),
+    "train": ("train or fine-tune a model", "train"),
+    "evaluate": ("evaluate a model: PQ, mask AP, mIoU", "evaluate"),
+}
+
+
+def _user_errors() -> tuple:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+
+    errors = [CheckpointError, ConfigError, ValueError, OSError, ImportError]
+    try:
+        from .data.errors import DatasetError
+
+        errors.append(DatasetError)
+    except ImportError:
+        pass
+    try:
+        from .training.trainer import TrainingDiverged
+
+        errors.append(TrainingDiverged)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mask2former",
+        description="Mask2Former universal image segmentation (panoptic, instance, semantic).",
+    )
+    parser.add_argument("--version", action="version", version=f"mask2former {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, module) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen command's module is imported (torch and friends load lazily).
+        if command in (None, name):
+            import_module(f"mask2former.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = import_module(f"mask2former.commands.{COMMANDS[args.command][1]}")
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("mask2former: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        if os.environ.get("MASK2FORMER_DEBUG"):
+            raise
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"mask2former {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""``mask2former train``: train from scratch or fine-tune, on a dataset folder or on shapes.
+
+Runs in one process, or in several under ``torchrun --nproc_per_node N -m mask2former train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default="shapes", help="dataset folder or 'shapes' (generated)")
+    data.add_argument(
+        "--task",
+        default="panoptic",
+        choices=["panoptic", "instance", "semantic"],
+        help="what the model is for: chooses the annotations and the default inference task",
+    )
+    data.add_argument("--num-train", type=int, default=2000, help="generated training images")
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the generated images")
+    data.add_argument("--image-size", type=int, default=256, help="side of generated images")
+    data.add_argument("--crop", type=int, default=256, help="training crop size (256)")
+    data.add_argument("--min-scale", type=float, default=0.1, help="jitter scale range (0.1)")
+    data.add_argument("--max-scale", type=float, default=2.0, help="(2.0)")
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model-config",
+        default="shapes-tiny",
+        help="architecture to train from scratch: a preset (shapes-tiny, swin-tiny) or config.json",
+    )
+    model.add_argument("--init", default=None, help="fine-tune this model (folder, name, hub id)")
+    model.add_argument("--num-points", type=int, default=None, help="points per mask in the loss")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--out", required=True, help="output folder (checkpoints, logs, final model)")
+    opt.add_argument("--steps", type=int, default=1000)
+    opt.add_argument("--batch-size", type=int, default=8, help="per process")
+    opt.add_argument("--grad-accum", type=int, default=1)
+    opt.add_argument("--lr", type=float, default=1e-4)
+    opt.add_argument("--weight-decay", type=float, default=0.05)
+    opt.add_argument("--backbone-multiplier", type=float, default=0.1)
+    opt.add_argument("--clip", type=float, default=0.01, help="full-model gradient norm clip")
+    opt.add_argument("--schedule", default="step", choices=["step", "poly", "constant"])
+    opt.add_argument("--warmup", type=int, default=0, help="warm-up steps")
+    opt.add_argument("--warmup-factor", type=float, default=1.0)
+    opt.add_argument("--amp", default="none", choices=["none", "bfloat16", "float16"])
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    opt.add_argument("--device", default="cpu")
+    run_ = parser.add_argument_group("run")
+    run_.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps")
+    run_.add_argument("--eval-images", type=int, default=50, help="images per evaluation")
+    run_.add_argument("--checkpoint-every", type=int, default=500)
+    run_.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
+    run_.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    run_.add_argument("--no-progress", action="store_true")
+
+
+def _id2label(dataset, config_labels=None):
+    cats = getattr(dataset, "categories", None)
+    if cats:
+        return {i: str(c["name"]) for i, c in enumerate(sorted(cats, key=lambda c: int(c["id"])))}
+    names = getattr(dataset, "label_names", None)
+    if names:
+        return dict(enumerate(names))
+    if config_labels:
+        return config_labels
+    raise ValueError("the dataset names no classes; pass --model-config with an id2label")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import Mask2FormerConfig
+    from ..data.loading import open_dataset
+    from ..data.transforms import LargeScaleJitter, ResizeShortestEdgeCrop
+    from ..evaluation.runner import evaluate_model
+    from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
+    from ..processing.image_processor import Mask2FormerImageProcessor
+    from ..training.data import TrainSamples
+    from ..training.presets import PRESETS, preset_config
+    from ..training.trainer import TrainConfig, Trainer
+
+    torch.manual_seed(args.seed)
+    train_set = open_dataset(
+        args.data,
+        task=args.task,
+        num=args.num_train,
+        seed=args.data_seed,
+        image_size=args.image_size,
+    )
+    id2label = _id2label(train_set)
+    if args.init:
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(
+            args.init, ignore_mismatched_sizes=True, id2label=id2label
+        )
+        config = model.config
+    else:
+        if args.model_config in PRESETS:
+            config = preset_config(args.model_config, id2label)
+        else:
+            config = Mask2FormerConfig.from_json_file(args.model_config)
+            config = Mask2FormerConfig.from_dict(
+                {**config.to_dict(), "id2label": id2label, "label2id": None}
+            )
+        model = None
+    cats = getattr(train_set, "categories", None) or []
+    labels_sorted = sorted(cats, key=lambda c: int(c["id"]))
+    config.task = args.task
+    config.stuff_label_ids = [i for i, c in enumerate(labels_sorted) if not c.get("isthing", 1)]
+    if args.num_points:
+        config.train_num_points = args.num_points
+    if model is None:
+        model = Mask2FormerForUniversalSegmentation(config)
+    processor = Mask2FormerImageProcessor(
+        size={"shortest_edge": args.crop, "longest_edge": 4 * args.crop}
+    )
+    if args.task == "semantic":
+        transform = ResizeShortestEdgeCrop(args.crop, ignore_index=config.ignore_value)
+    else:
+        transform = LargeScaleJitter(args.crop, args.min_scale, args.max_scale)
+    train_data = TrainSamples(train_set, transform, seed=args.seed)
+
+    evaluate = None
+    if args.eval_every or args.eval_images:
+        val_set = open_dataset(
+            "shapes" if args.data == "shapes" else args.data,
+            task=args.task,
+            num=args.eval_images,
+            seed=99991,
+            image_size=args.image_size,
+        )
+        tasks = ["panoptic", "instance", "semantic"] if args.task == "panoptic" else [args.task]
+
+        def evaluate(m):
+            results = evaluate_model(
+                m, processor, val_set, tasks=tasks, batch_size=4, max_images=args.eval_images
+            )
+            flat = {}
+            for key, task in (("PQ", "panoptic"), ("AP", "instance"), ("mIoU", "semantic")):
+                if task in results:
+                    flat[key] = round(float(results[task][key]), 2)
+            return flat
+
+    config_t = TrainConfig(
+        output_dir=args.out,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        backbone_multiplier=args.backbone_multiplier,
+        clip_norm=args.clip,
+        schedule=args.schedule,
+        warmup_steps=args.warmup,
+        warmup_factor=args.warmup_factor,
+        amp=args.amp,
+        seed=args.seed,
+        num_workers=args.workers,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    trainer = Trainer(model, train_data, config_t, evaluate=evaluate, image_processor=processor)
+    if args.resume and trainer.resume():
+        print(f"resumed at step {trainer.step}")
+    last = trainer.fit()
+    if trainer.dist.is_main:
+        final = os.path.join(args.out, "final")
+        model.save_pretrained(final)
+        processor.save_pretrained(final)
+        print(f"final model written to {final}; last values: {last}")
+    trainer.dist.close()
+    return 0

@@ -1,0 +1,58 @@
+"""Model architectures for training from scratch, by name."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from ..config import Mask2FormerConfig, SwinConfig
+
+__all__ = ["PRESETS", "preset_config"]
+
+
+def _shapes_tiny(id2label: Dict[int, str]) -> Mask2FormerConfig:
+    """The built-in model: a ~1.8M-parameter Mask2Former (Swin widths 32..256, 64-wide decoder)
+    sized to train on 2 CPU cores."""
+    backbone = SwinConfig(
+        embed_dim=32,
+        depths=[1, 1, 2, 1],
+        num_heads=[1, 2, 4, 8],
+        window_size=7,
+        drop_path_rate=0.1,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    return Mask2FormerConfig(
+        backbone_config=backbone,
+        id2label=id2label,
+        feature_size=64,
+        mask_feature_size=64,
+        hidden_dim=64,
+        num_attention_heads=4,
+        encoder_layers=2,
+        encoder_feedforward_dim=256,
+        decoder_layers=4,
+        dim_feedforward=256,
+        num_queries=20,
+        train_num_points=2048,
+    )
+
+
+def _swin_tiny(id2label: Dict[int, str]) -> Mask2FormerConfig:
+    """The published Swin-T architecture (train from scratch only with a lot of compute)."""
+    backbone = SwinConfig(
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        drop_path_rate=0.3,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    return Mask2FormerConfig(backbone_config=backbone, id2label=id2label)
+
+
+PRESETS = {"shapes-tiny": _shapes_tiny, "swin-tiny": _swin_tiny}
+
+
+def preset_config(name: str, id2label: Dict[int, str]) -> Mask2FormerConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name](id2label)
