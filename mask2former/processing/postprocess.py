@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _TILE_K = 4  # low-res nodes per tile side: 16x16-pixel tiles
+_FEW = 4  # undecided semantic tiles with at most this many candidate classes
 
 
 def _prepare(outputs: Any, target_sizes: Any, image_sizes: Any):
@@ -133,18 +134,43 @@ def _semantic_one(
         mask_probs = upsample4(logits)[:, : crop[0], : crop[1]].sigmoid()
         scores = torch.einsum("qc,qhw->chw", probs[:, classes], mask_probs)
         return classes[_first_argmax(_bilinear(scores, target))]
-    decided = candidates.sum(1) == 1
-    todo = (~decided).nonzero()[:, 0]
-    ty, tx = todo // tw, todo % tw
-    patches = torch.empty(0, tiled.tile, tiled.tile, dtype=torch.long)
-    if len(todo):
-        classes = candidates[todo].any(0).nonzero()[:, 0]
+    count = candidates.sum(1)
+    # Undecided tiles: few candidate classes (the usual border between two segments) are scored
+    # per tile; tiles with many candidates share the union of their classes.
+    groups = [(count > 1) & (count <= _FEW), count > _FEW]
+    ty_all, tx_all, patch_all = [], [], []
+    for group, few in zip(groups, (True, False)):
+        todo = group.nonzero()[:, 0]
+        if len(todo) == 0:
+            continue
+        cand = candidates[todo]
+        if few:
+            # Candidate classes in increasing order, padded with the tile's best class.
+            key = cand * torch.arange(cand.shape[1], 0, -1)
+            top_key, classes = key.topk(_FEW, dim=1)
+            classes = torch.where(top_key > 0, classes, best[todo, None])  # (N, F)
+            weights = probs.T[classes].transpose(1, 2)  # (N, Q, F)
+            allowed = None
+        else:
+            union = cand.any(0).nonzero()[:, 0]
+            classes = union.expand(len(todo), -1)
+            weights = probs[:, union]
+            allowed = cand[:, union]
+        ty, tx = todo // tw, todo % tw
         mask_probs = tiled.tiles(ty, tx).sigmoid().flatten(2)  # (N, Q, P)
-        scores = mask_probs.transpose(1, 2) @ probs[:, classes]  # (N, P, Cu)
-        # Classes that cannot win in a tile stay out of its argmax.
-        scores.masked_fill_(~candidates[todo][:, classes][:, None, :], float("-inf"))
-        patches = classes[scores.argmax(-1)].view(-1, tiled.tile, tiled.tile)
-    return tiled.assemble(best.view(th, tw), ty, tx, patches)
+        scores = mask_probs.transpose(1, 2) @ weights  # (N, P, classes)
+        if allowed is not None:  # classes that cannot win in a tile stay out of its argmax
+            scores.masked_fill_(~allowed[:, None, :], float("-inf"))
+        pick = scores.argmax(-1)  # (N, P)
+        ty_all.append(ty)
+        tx_all.append(tx)
+        patch_all.append(classes.gather(1, pick).view(-1, tiled.tile, tiled.tile))
+    if not patch_all:
+        empty = torch.empty(0, dtype=torch.long)
+        return tiled.assemble(best.view(th, tw), empty, empty, empty.view(0, 1, 1))
+    return tiled.assemble(
+        best.view(th, tw), torch.cat(ty_all), torch.cat(tx_all), torch.cat(patch_all)
+    )
 
 
 # --------------------------------------------------------------------------------- panoptic
