@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_ = parser.add_argument_group("run")
     run_.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps")
     run_.add_argument("--eval-images", type=int, default=50, help="images per evaluation")
+    run_.add_argument("--log-every", type=int, default=20, help="log the loss every N steps")
     run_.add_argument("--checkpoint-every", type=int, default=500)
     run_.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     run_.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.workers,
         eval_every=args.eval_every,
+        log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep,
         device=args.device,

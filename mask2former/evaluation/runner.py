@@ -237,6 +237,8 @@ class _PredictionWriter:
             rles = encode_masks(maps[keep]) if keep else []
             for i, rle in zip(keep, rles):
                 seg = ins["segments_info"][i]
+                counts = rle["counts"]
+                rle = {**rle, "counts": counts.decode() if isinstance(counts, bytes) else counts}
                 self.results.append(
                     {
                         "image_id": index,

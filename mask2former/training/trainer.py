@@ -215,9 +215,12 @@ class Trainer:
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
         return metrics
 
-    def fit(self) -> Dict[str, Any]:
-        """Train until ``max_steps``; returns the last logged values."""
+    def fit(self, until: Optional[int] = None) -> Dict[str, Any]:
+        """Train until step ``until`` (default ``max_steps``; the schedule always spans
+        ``max_steps``); returns the last logged values. Stopping early and resuming later gives
+        the same weights as one uninterrupted run."""
         cfg = self.config
+        until = cfg.max_steps if until is None else min(until, cfg.max_steps)
         model: nn.Module = self.model
         if self.dist.enabled:
             model = nn.parallel.DistributedDataParallel(self.model)
@@ -227,11 +230,11 @@ class Trainer:
         if cfg.progress and self.dist.is_main:
             from tqdm import tqdm
 
-            progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step")
+            progress = tqdm(total=until, initial=self.step, desc="train", unit="step")
         last: Dict[str, Any] = {}
         window_loss, window_start = [], time.perf_counter()
         try:
-            while self.step < cfg.max_steps:
+            while self.step < until:
                 self.optimizer.zero_grad(set_to_none=True)
                 step_loss = 0.0
                 for micro in range(cfg.grad_accum):
@@ -274,6 +277,8 @@ class Trainer:
                     self.dist.barrier()
             if not cfg.checkpoint_every or self.step % cfg.checkpoint_every:
                 self.save()
+            if self.step < cfg.max_steps:
+                return last
             metrics = self._run_eval()
             if metrics:
                 last = {**last, **{f"eval/{k}": v for k, v in metrics.items()}}
@@ -285,7 +290,7 @@ class Trainer:
     def _diverged_message(self, loss: torch.Tensor) -> str:
         checkpoint = latest_checkpoint(self.config.output_dir) if self.dist.is_main else None
         kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint yet"
-        value = "NaN" if math.isnan(float(loss)) else str(float(loss))
+        value = "NaN" if math.isnan(float(loss.detach())) else str(float(loss.detach()))
         return (
             f"loss is {value} at step {self.step + 1}; training stopped and {kept}. Lower the "
             "learning rate, use float32 or bfloat16 instead of float16, or check the labels."

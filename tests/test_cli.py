@@ -1,0 +1,94 @@
+"""The shapes, train and evaluate commands end to end, and the CLI's error handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mask2former import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
+from mask2former.cli import main
+from mask2former.data import CocoInstancesDataset, CocoPanopticDataset
+
+from .test_training import tiny_config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    Mask2FormerForUniversalSegmentation(tiny_config()).save_pretrained(folder)
+    Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(
+        folder
+    )
+    return folder
+
+
+def test_shapes_writes_every_format(tmp_path, capsys):
+    assert (
+        main(["shapes", "--out", str(tmp_path), "--num", "3", "--seed", "4", "--size", "64"]) == 0
+    )
+    assert "wrote 3 shapes images" in capsys.readouterr().out
+    pan = CocoPanopticDataset(
+        tmp_path / "images", tmp_path / "panoptic", tmp_path / "panoptic.json"
+    )
+    assert len(pan) == 3 and pan[0]["image"].shape == (64, 64, 3)
+    assert len(CocoInstancesDataset(tmp_path / "images", tmp_path / "instances.json")) == 3
+    assert len(list((tmp_path / "semantic").glob("*.png"))) == 3
+
+
+def test_evaluate_on_a_folder_writes_json_and_predictions(tmp_path, model_dir, capsys):
+    data = tmp_path / "data"
+    main(["shapes", "--out", str(data), "--num", "2", "--size", "64"])
+    out_json = tmp_path / "results.json"
+    preds = tmp_path / "preds"
+    code = main(
+        ["evaluate", "--model", str(model_dir), "--data", str(data), "--json", str(out_json),
+         "--save-predictions", str(preds), "--batch-size", "2"]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads(out_json.read_text())["results"]
+    assert set(results) == {"panoptic", "instance", "semantic"}
+    assert 0 <= results["panoptic"]["PQ"] <= 100 and 0 <= results["semantic"]["mIoU"] <= 100
+    assert (preds / "panoptic.json").is_file() and len(
+        list((preds / "semantic").glob("*.png"))
+    ) == 2
+    assert "PQ" in capsys.readouterr().out
+
+
+def test_evaluate_generated_split(tmp_path, model_dir):
+    code = main(
+        ["evaluate", "--model", str(model_dir), "--data", "shapes", "--num", "2", "--task",
+         "semantic", "--json", str(tmp_path / "r.json")]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["seed"] == 12345 and list(summary["results"]) == ["semantic"]
+
+
+def test_train_then_resume_from_the_command_line(tmp_path, model_dir):
+    config = tmp_path / "config.json"
+    config.write_text(tiny_config().to_json_string())
+    base = ["train", "--out", str(tmp_path / "run"), "--model-config", str(config),
+            "--batch-size", "2", "--num-train", "6", "--image-size", "64", "--crop", "64",
+            "--eval-images", "2", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
+    assert main(base + ["--steps", "1"]) == 0
+    assert main(base + ["--steps", "2", "--resume"]) == 0
+    saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert saved["task"] == "panoptic" and saved["stuff_label_ids"] == [5, 6, 7]
+    assert (tmp_path / "run" / "final" / "preprocessor_config.json").is_file()
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mask2former", "evaluate", "--model", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0]
