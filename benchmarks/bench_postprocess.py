@@ -30,7 +30,9 @@ def trained_like(queries=100, classes=133, h=200, w=272, n_stuff=3, n_things=8, 
     masks = torch.randn(1, queries, h, w, generator=g) * 2.0 - 4.0
     masks = torch.nn.functional.avg_pool2d(masks, 5, 1, 2) * 3
     ys, xs = torch.linspace(0, 1, h).view(h, 1), torch.linspace(0, 1, w).view(1, w)
-    fields = torch.stack([a * ys + b * xs + c * 0.3 for a, b, c in torch.randn(n_stuff, 3, generator=g)])
+    fields = torch.stack(
+        [a * ys + b * xs + c * 0.3 for a, b, c in torch.randn(n_stuff, 3, generator=g)]
+    )
     region = fields.argmax(0)
     things = torch.zeros(h, w, dtype=torch.bool)
     order = torch.randperm(queries, generator=g).tolist()

@@ -87,9 +87,13 @@ class TiledLogits:
                 out = op(out, v.unfold(dim, 1, k).squeeze(-1))
             return out
 
-        lo = window(window(self.padded, 1, th, torch.minimum), 2, tw, torch.minimum)
-        hi = window(window(self.padded, 1, th, torch.maximum), 2, tw, torch.maximum)
-        return lo, hi
+        out = []
+        for op in (torch.minimum, torch.maximum):
+            rows = window(self.padded, 1, th, op)  # (K, Th, W+2)
+            # Columns on a transposed copy (a quarter of the size) to keep rows contiguous.
+            cols = window(rows.transpose(1, 2).contiguous(), 1, tw, op)  # (K, Tw, Th)
+            out.append(cols.transpose(1, 2))
+        return out[0], out[1]
 
     def tiles(self, ty: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
         """Exact upsampled logits of tiles (ty, tx) for every query: (N, K, 4k, 4k)."""
@@ -102,6 +106,14 @@ class TiledLogits:
         win = self.windows[q, ty, tx]
         mat = _interp_matrix(self.k, win.dtype, win.device)
         return mat @ win @ mat.T
+
+    def clip_to_crop(self, patches: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor) -> None:
+        """Zero (in place) the pixels of (N, [K,] 4k, 4k) bool patches lying outside the crop."""
+        th, tw = self.shape
+        border = ((ty == th - 1) | (tx == tw - 1)).nonzero()[:, 0]
+        if len(border):
+            inside = self.inside(ty[border], tx[border])
+            patches[border] &= inside if patches.dim() == 3 else inside[:, None]
 
     def inside(self, ty: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
         """(N, 4k, 4k) bool: which pixels of tiles (ty, tx) lie inside the crop."""

@@ -259,19 +259,18 @@ def _panoptic_tiled(
     above = low >= mask_threshold + margin  # whole tile over the threshold
     below = high < mask_threshold - margin
     decided = sure_owner & (above | below).all(0)
-    counts = tiled.counts.to(torch.long)
-    won = torch.zeros(num, dtype=torch.long).index_add_(0, best[decided], counts[decided])
-    own = (above & decided).long().mul(counts).flatten(1).sum(1)
+    own = (above & decided).long().mul(tiled.counts).flatten(1).sum(1)
     todo = (~decided).flatten().nonzero()[:, 0]
     ty, tx = todo // tw, todo % tw
     patches = torch.empty(0, tiled.tile, tiled.tile, dtype=torch.long)
     if len(todo):
         values = tiled.tiles(ty, tx).sigmoid() * weights  # (N, K, t, t)
-        inside = tiled.inside(ty, tx)[:, None]  # padding pixels beyond the crop do not count
         patches = values.max(1).indices
-        won += torch.bincount(patches[inside[:, 0]], minlength=num)
-        own += ((values >= mask_threshold) & inside).transpose(0, 1).flatten(1).sum(1)
-    return tiled.assemble(best, ty, tx, patches), won, own
+        over = values >= mask_threshold
+        tiled.clip_to_crop(over, ty, tx)  # pixels beyond the crop do not count
+        own += over.sum(dim=(0, 2, 3))
+    owner = tiled.assemble(best, ty, tx, patches)
+    return owner, torch.bincount(owner.flatten(), minlength=num), own
 
 
 def _segment_ids(
@@ -334,19 +333,20 @@ def post_process_instance_segmentation(
         keep = top_probs[i] >= cut
         cand_probs, cand_idx = top_probs[i][keep], top_idx[i][keep]
         queries = torch.div(cand_idx, num_classes, rounding_mode="floor")
-        masks, scores = _instance_masks(
-            mask_logits[i], queries, cand_probs, crops[i], targets[i], mask_threshold
+        unique, inverse = torch.unique(queries, return_inverse=True)
+        binary, mean_prob, area = _query_masks(
+            mask_logits[i][unique], crops[i], targets[i], mask_threshold
         )
-        labels = cand_idx % num_classes
-        keep = (scores >= threshold) & masks.flatten(1).any(1)
-        masks, scores, labels = masks[keep], scores[keep], labels[keep]
-        order = scores.argsort(descending=True, stable=True)
-        masks, scores, labels = masks[order], scores[order], labels[order]
+        scores = cand_probs * mean_prob[inverse]
+        keep = ((scores >= threshold) & (area[inverse] > 0)).nonzero()[:, 0]
+        keep = keep[scores[keep].argsort(descending=True, stable=True)]
+        scores, labels = scores[keep], cand_idx[keep] % num_classes
+        masks = binary[inverse[keep]]  # (N, H, W), by decreasing score
         owner = _first_cover(masks)
         if overlap_mask_area_threshold >= 0 and len(scores):
-            area = masks.flatten(1).sum(1)
             visible = torch.bincount(owner.flatten() + 1, minlength=len(scores) + 1)[1:]
-            keep = visible.float() / area.float() > overlap_mask_area_threshold
+            ratio = visible.float() / area[inverse[keep]].float()
+            keep = ratio > overlap_mask_area_threshold
             if not bool(keep.all()):
                 masks, scores, labels = masks[keep], scores[keep], labels[keep]
                 owner = _first_cover(masks)
@@ -364,24 +364,36 @@ def post_process_instance_segmentation(
     return results
 
 
-def _instance_masks(
-    logits: torch.Tensor,
-    queries: torch.Tensor,
-    class_probs: torch.Tensor,
-    crop: Tuple[int, int],
-    target: Tuple[int, int],
-    mask_threshold: float,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Binary masks (N, H, W) bool at the target size and scores (N,) of N candidates."""
-    if len(queries) == 0:
-        return torch.zeros((0, *target), dtype=torch.bool), class_probs
-    unique, inverse = torch.unique(queries, return_inverse=True)
-    up = upsample4(logits[unique])[:, : crop[0], : crop[1]]
-    binary = up > _logit(mask_threshold)
-    mean_prob = (up.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+def _query_masks(
+    logits: torch.Tensor, crop: Tuple[int, int], target: Tuple[int, int], mask_threshold: float
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Masks of U queries: (U, H, W) bool at the target size, mean mask probability inside the
+    mask at the input size (U,), and mask area at the target size (U,).
+
+    Only tiles whose logit bound reaches the threshold are evaluated: the others hold no mask
+    pixel and add nothing to the sums.
+    """
+    num = logits.shape[0]
+    if num == 0:
+        return torch.zeros((0, *target), dtype=torch.bool), torch.zeros(0), torch.zeros(0)
+    cut = _logit(mask_threshold)
+    tiled = TiledLogits(logits, crop, _TILE_K)
+    (th, tw), t = tiled.shape, tiled.tile
+    q, ty, tx = (tiled.hi > cut).nonzero(as_tuple=True)
+    values = tiled.pair_tiles(q, ty, tx)  # (M, t, t)
+    binary = values > cut
+    tiled.clip_to_crop(binary, ty, tx)
+    prob_sum = torch.zeros(num).index_add_(0, q, (values.sigmoid() * binary).flatten(1).sum(1))
+    count = torch.zeros(num).index_add_(0, q, binary.flatten(1).sum(1).float())
+    canvas = torch.zeros(num, th, tw, t, t, dtype=torch.bool)
+    canvas[q, ty, tx] = binary
+    masks = canvas.permute(0, 1, 3, 2, 4).reshape(num, th * t, tw * t)[:, : crop[0], : crop[1]]
     if target != crop:
-        binary = F.interpolate(binary[None].float(), size=target, mode="nearest")[0] > 0
-    return binary[inverse], class_probs * mean_prob[inverse]
+        masks = F.interpolate(masks[None].to(torch.uint8), size=target, mode="nearest")[0] > 0
+        area = masks.flatten(1).sum(1)
+    else:
+        area = count
+    return masks, prob_sum / (count + 1e-6), area
 
 
 def _logit(p: float) -> float:
