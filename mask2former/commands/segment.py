@@ -1,0 +1,105 @@
+"""``mask2former segment``: segment images and write overlays, id maps and JSON.
+
+Only argument parsing lives here; the work is :func:`mask2former.predictor.segment`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+TASKS = ("panoptic", "instance", "semantic")
+
+
+def _label_ids(values: Optional[List[str]]) -> Optional[List[int]]:
+    """``--label-ids-to-fuse 5 6 7`` or ``5,6,7``; ``none`` (or nothing) fuses no class."""
+    if values is None:
+        return None
+    ids: List[int] = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            if part.lower() == "none":
+                continue
+            try:
+                ids.append(int(part))
+            except ValueError:
+                raise ValueError(
+                    f"--label-ids-to-fuse takes integer class ids, got {part!r}"
+                ) from None
+    return ids
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (searched recursively) or glob patterns (quote them)",
+    )
+    parser.add_argument(
+        "--model",
+        default="shapes",
+        metavar="NAME_OR_PATH",
+        help="built-in model name, checkpoint folder or hub id (default: the built-in 'shapes')",
+    )
+    parser.add_argument(
+        "--task", choices=TASKS, help="default: the task the model was trained for, else panoptic"
+    )
+    parser.add_argument("--out", default="out", metavar="DIR", help="output folder (default: out)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="minimum segment score, panoptic and instance (default: 0.5)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images per forward pass; only same-size inputs are batched together (default: 1)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="model precision (default: float32)",
+    )
+    parser.add_argument(
+        "--label-ids-to-fuse",
+        nargs="*",
+        metavar="ID",
+        help="panoptic: classes merged into one segment per image (default: the model's stuff "
+        "classes; 'none' for no class)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (default: skip them)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (default: on a terminal)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..predictor import segment
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    report = segment(
+        args.inputs,
+        args.out,
+        model=args.model,
+        task=args.task,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        label_ids_to_fuse=_label_ids(args.label_ids_to_fuse),
+        overwrite=args.overwrite,
+        progress=False if args.no_progress else None,
+    )
+    print(f"mask2former segment: {report.summary()}; outputs in {args.out}", file=sys.stdout)
+    return 0 if report.ok else 1

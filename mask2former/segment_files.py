@@ -1,0 +1,365 @@
+"""The file side of :func:`mask2former.segment`: finding inputs, naming and writing outputs.
+
+Kept apart from :mod:`mask2former.predictor` so the in-memory API stays small. Every per-image
+problem (missing, unreadable, not an image, bad size, a failed forward pass, an unwritable output)
+becomes one line naming the file and a "failed" count; the run goes on with the other images.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .predictor import TASKS, ImageError, Predictor, SegmentationResult, load_image
+
+__all__ = ["SegmentReport", "collect_inputs", "output_names", "segment_files", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+ID_MAP_ENCODING = "16-bit greyscale PNG; pixel value = segment id; 0 = no segment"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class SegmentReport:
+    """What a run did: counts, wall time, the JSON files written and the error lines."""
+
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    outputs: List[str] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.done} image(s) segmented, {self.failed} failed, {self.skipped} skipped "
+            f"in {self.seconds:.1f} s"
+        )
+
+
+def _is_image_name(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _inside(path: str, folder: Optional[str]) -> bool:
+    return folder is not None and os.path.commonpath([path, folder]) == folder
+
+
+def collect_inputs(
+    inputs: Union[PathLike, Sequence[PathLike]], exclude: Optional[PathLike] = None
+) -> Tuple[List[str], List[str]]:
+    """Expand files, folders (recursively, image extensions only) and glob patterns.
+
+    Returns (files in a stable order without duplicates, one error line per input that gave
+    nothing). Files found by scanning under ``exclude`` (the output folder) are left out, so a
+    second run does not segment the first run's overlays.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    skip = os.path.abspath(exclude) if exclude is not None else None
+    files: List[str] = []
+    errors: List[str] = []
+    for item in map(os.fspath, inputs):
+        if os.path.isdir(item):
+            found = []
+            for root, dirs, names in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, n) for n in sorted(names) if _is_image_name(n)]
+            found = [f for f in found if not _inside(os.path.abspath(f), skip)]
+            if not found:
+                errors.append(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            files += found
+        elif os.path.exists(item):
+            files.append(item)  # given explicitly: tried whatever its extension
+        elif glob.has_magic(item):
+            found = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+            found = [f for f in found if not _inside(os.path.abspath(f), skip)]
+            if not found:
+                errors.append(f"{item}: no files match this pattern")
+            files += found
+        else:
+            errors.append(f"{item}: no such file or folder")
+    unique = list(dict.fromkeys(os.path.normpath(f) for f in files))
+    return unique, errors
+
+
+def output_names(files: Sequence[str]) -> Dict[str, str]:
+    """Output name (no extension) per file: its path relative to the files' common folder, so
+    same-named files of different folders do not collide; ``a/x.png`` and ``a/x.jpg`` become
+    ``x`` and ``x_jpg``."""
+    if not files:
+        return {}
+    absolute = {f: os.path.abspath(f) for f in files}
+    common = os.path.commonpath([os.path.dirname(p) for p in absolute.values()])
+    names: Dict[str, str] = {}
+    used = set()
+    for f in files:
+        stem, ext = os.path.splitext(os.path.relpath(absolute[f], common))
+        name = stem
+        if name in used:
+            name = f"{stem}_{ext.lstrip('.')}" if ext else stem
+        k = 1
+        while name in used:
+            name, k = f"{stem}_{k}", k + 1
+        used.add(name)
+        names[f] = name
+    return names
+
+
+def _write_atomic(path: str, write: Callable[[str], None]) -> None:
+    """Write via a temporary name and rename, so an interrupted run leaves no half file."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{os.getpid()}{ext}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _save_png(array: np.ndarray, path: str) -> None:
+    from PIL import Image
+
+    _write_atomic(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
+
+
+def _dumps(data: Any, indent: str = "") -> str:
+    """JSON with one line per top-level entry and per list item: diff- and grep-friendly."""
+    inner = indent + "  "
+    if isinstance(data, list) and data:
+        return "[\n" + ",\n".join(inner + json.dumps(x) for x in data) + f"\n{indent}]"
+    if isinstance(data, dict) and data:
+        body = [f"{inner}{json.dumps(k)}: {_dumps(v, inner)}" for k, v in data.items()]
+        return "{\n" + ",\n".join(body) + f"\n{indent}}}"
+    return json.dumps(data)
+
+
+def _save_json(data: Any, path: str) -> None:
+    def write(p: str) -> None:
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(_dumps(data) + "\n")
+
+    _write_atomic(path, write)
+
+
+def _record(
+    file: str, result: SegmentationResult, predictor: Predictor, names: Dict[str, str]
+) -> Dict[str, Any]:
+    """The per-image JSON document."""
+    segments = [dict(s, segmentation=rle) for s, rle in zip(result.segments, result.rles())]
+    return {
+        "image": file,
+        "height": int(result.image_size[0]),
+        "width": int(result.image_size[1]),
+        "task": result.task,
+        "model": predictor.name,
+        "overlay": os.path.basename(names["overlay"]),
+        "id_map": os.path.basename(names["ids"]),
+        "id_map_encoding": ID_MAP_ENCODING,
+        "segments": segments,
+    }
+
+
+def _write_outputs(
+    file: str, image: np.ndarray, result: SegmentationResult, predictor: Predictor, paths: Dict
+) -> Dict[str, Any]:
+    from .visualize import draw_overlay
+
+    if result.segmentation.max(initial=0) > 65535:
+        raise ValueError("more than 65535 segments do not fit a 16-bit id map")
+    os.makedirs(os.path.dirname(paths["json"]) or ".", exist_ok=True)
+    _save_png(result.segmentation.astype(np.uint16), paths["ids"])
+    overlay = draw_overlay(image, result.segmentation, result.segments, predictor.id2label)
+    _write_atomic(paths["overlay"], lambda p: overlay.save(p, format="PNG"))
+    record = _record(file, result, predictor, paths)
+    _save_json(record, paths["json"])  # last: a JSON file means the image is complete
+    return record
+
+
+def _coco_entries(image_id: int, record: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(s["label_id"]),
+            "segmentation": s["segmentation"],
+            "score": float(s["score"]),
+        }
+        for s in record.get("segments", [])
+    ]
+
+
+def segment_files(
+    inputs: Union[PathLike, Sequence[PathLike]],
+    out_dir: PathLike = "out",
+    model: PathLike = "shapes",
+    task: Optional[str] = None,
+    threshold: float = 0.5,
+    batch_size: int = 1,
+    device: str = "cpu",
+    dtype: Optional[str] = None,
+    label_ids_to_fuse: Optional[Iterable[int]] = None,
+    overwrite: bool = False,
+    progress: Optional[bool] = None,
+    predictor: Optional[Predictor] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> SegmentReport:
+    """See :func:`mask2former.predictor.segment`. ``log`` receives each message line (default:
+    stderr, above the progress bar)."""
+    start = time.perf_counter()
+    out_dir = os.fspath(out_dir)
+    report = SegmentReport()
+    debug = bool(os.environ.get("MASK2FORMER_DEBUG"))
+    bar = None
+
+    def say(message: str) -> None:
+        if log is not None:
+            log(message)
+        elif bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def fail(message: str) -> None:
+        report.failed += 1
+        report.errors.append(message)
+        say(message)
+
+    files, errors = collect_inputs(inputs, exclude=out_dir)
+    for message in errors:
+        fail(message)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if predictor is None:
+        predictor = Predictor.from_pretrained(model, device=device, dtype=dtype)
+    task = task or predictor.default_task
+    names = output_names(files)
+    paths = {
+        f: {
+            kind: os.path.join(out_dir, names[f] + suffix)
+            for kind, suffix in (
+                ("overlay", ".overlay.png"),
+                ("ids", ".ids.png"),
+                ("json", ".json"),
+            )
+        }
+        for f in files
+    }
+    image_ids = {f: i + 1 for i, f in enumerate(files)}
+    records: Dict[str, Dict[str, Any]] = {}  # instance task: per-image JSON, for the COCO files
+    todo = []
+    for f in files:
+        existing = [p for p in paths[f].values() if os.path.exists(p)]
+        if existing and not overwrite:
+            report.skipped += 1
+            say(f"{f}: skipped, {existing[0]} exists (use --overwrite to replace)")
+            if task == "instance":
+                try:
+                    with open(paths[f]["json"], encoding="utf-8") as fh:
+                        old = json.load(fh)
+                    if old.get("task") == "instance":
+                        records[f] = old
+                except (OSError, ValueError):
+                    pass  # incomplete old outputs: the image just stays out of the COCO files
+        else:
+            todo.append(f)
+
+    if todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=len(todo), unit="img", disable=(None if progress is None else not progress)
+        )
+    window = max(8, 4 * max(1, int(batch_size)))  # images held in memory at once
+    for start_index in range(0, len(todo), window):
+        loaded: List[Tuple[str, np.ndarray]] = []
+        for f in todo[start_index : start_index + window]:
+            try:
+                loaded.append((f, load_image(f)))
+            except ImageError as e:
+                fail(str(e))
+                bar.update(1)
+        if not loaded:
+            continue
+        try:
+            results = predictor.predict(
+                [a for _, a in loaded],
+                task=task,
+                threshold=threshold,
+                label_ids_to_fuse=label_ids_to_fuse,
+                batch_size=batch_size,
+            )
+        except Exception as e:  # the model failed on this window: report, go on with the next
+            if debug:
+                raise
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            for f, _ in loaded:
+                fail(f"{f}: segmentation failed ({type(e).__name__}: {first})")
+                bar.update(1)
+            continue
+        for (f, image), result in zip(loaded, results):
+            try:
+                record = _write_outputs(f, image, result, predictor, paths[f])
+            except (OSError, ValueError) as e:
+                if debug:
+                    raise
+                fail(f"{f}: cannot write outputs ({e})")
+            else:
+                report.done += 1
+                report.outputs.append(paths[f]["json"])
+                if task == "instance":
+                    records[f] = record
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    if task == "instance" and records:
+        _write_coco(out_dir, files, image_ids, records, predictor.id2label)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _write_coco(
+    out_dir: str,
+    files: List[str],
+    image_ids: Dict[str, int],
+    records: Dict[str, Dict],
+    id2label: Dict[int, str],
+) -> None:
+    """``coco_results.json`` (the run's detections) and ``images.json`` (a ground-truth-less COCO
+    file with the same image ids, so ``COCO("images.json").loadRes("coco_results.json")`` works)."""
+    results, images = [], []
+    categories = {int(k): str(v) for k, v in id2label.items()}
+    for f in files:
+        if f not in records:
+            continue
+        record = records[f]
+        images.append(
+            {
+                "id": image_ids[f],
+                "file_name": f,
+                "height": record["height"],
+                "width": record["width"],
+            }
+        )
+        results += _coco_entries(image_ids[f], record)
+        for s in record["segments"]:  # labels of an older model's outputs, if any
+            categories.setdefault(int(s["label_id"]), s.get("label", str(s["label_id"])))
+    os.makedirs(out_dir, exist_ok=True)
+    _save_json(results, os.path.join(out_dir, "coco_results.json"))
+    cats = [{"id": i, "name": n} for i, n in sorted(categories.items())]
+    _save_json(
+        {"images": images, "annotations": [], "categories": cats},
+        os.path.join(out_dir, "images.json"),
+    )
