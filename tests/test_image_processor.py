@@ -73,7 +73,9 @@ def test_padding_and_pixel_mask(photos):
     assert batch.pixel_values.shape == (2, 3, 400, 600)
     mask = batch.pixel_mask[0]
     assert mask[:300, :451].all() and mask.sum() == 300 * 451
-    assert (batch.pixel_values[0][:, 300:] == 0).all() and (batch.pixel_values[0][:, :, 451:] == 0).all()
+    assert (batch.pixel_values[0][:, 300:] == 0).all() and (
+        batch.pixel_values[0][:, :, 451:] == 0
+    ).all()
 
 
 def _label_maps(rng, shapes, num_labels=6):
@@ -203,7 +205,12 @@ def test_return_types_and_batch_feature():
     assert isinstance(as_lists, BatchFeature) and isinstance(as_lists.pixel_values, list)
     assert isinstance(as_lists.pixel_values[0], np.ndarray)
     as_np = proc(images, maps, return_tensors="np")
-    assert isinstance(as_np["pixel_values"], np.ndarray) and as_np.pixel_values.shape == (2, 3, 32, 32)
+    assert isinstance(as_np["pixel_values"], np.ndarray) and as_np.pixel_values.shape == (
+        2,
+        3,
+        32,
+        32,
+    )
     as_pt = proc(images, maps, return_tensors="pt", data_format="channels_last")
     assert as_pt.pixel_values.shape == (2, 32, 32, 3)
     moved = as_pt.to("cpu").to(torch.float64)
@@ -225,18 +232,28 @@ def test_return_types_and_batch_feature():
             ValueError,
             "segmentation_maps\\[1\\] has size 5x6 but images\\[1\\] has size 5x5",
         ),
-        (lambda p: p([np.zeros((5, 5, 3), np.uint8)] * 2, [np.zeros((5, 5))]), ValueError, "2 images"),
+        (
+            lambda p: p([np.zeros((5, 5, 3), np.uint8)] * 2, [np.zeros((5, 5))]),
+            ValueError,
+            "2 images",
+        ),
         (
             lambda p: p(np.zeros((5, 5, 3), np.uint8), np.ones((5, 5)), reduce_labels=True),
             ValueError,
             "ignore_index",
         ),
         (
-            lambda p: p(np.zeros((5, 5, 3), np.uint8), np.ones((5, 5)), instance_id_to_semantic_id={2: 1}),
+            lambda p: p(
+                np.zeros((5, 5, 3), np.uint8), np.ones((5, 5)), instance_id_to_semantic_id={2: 1}
+            ),
             ValueError,
             "instance id 1",
         ),
-        (lambda p: p(np.zeros((5, 5, 3), np.uint8), return_tensors="tf"), ValueError, "return_tensors"),
+        (
+            lambda p: p(np.zeros((5, 5, 3), np.uint8), return_tensors="tf"),
+            ValueError,
+            "return_tensors",
+        ),
         (lambda p: p(np.zeros((5, 5, 3), np.uint8), bogus=1), TypeError, "bogus"),
     ],
 )

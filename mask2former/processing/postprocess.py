@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._tiles import TiledLogits, upsample4
+from ._tiles import TiledLogits, upsample4  # noqa: F401  (upsample4 is part of the API)
 from .rle import encode_masks
 
 __all__ = [
