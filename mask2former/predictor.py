@@ -22,7 +22,7 @@ import torch
 
 from .processing.rle import encode_masks
 
-__all__ = ["Predictor", "SegmentationResult", "TASKS", "segment", "load_image"]
+__all__ = ["Predictor", "SegmentationResult", "ImageError", "TASKS", "segment", "load_image"]
 
 TASKS = ("panoptic", "instance", "semantic")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -217,24 +217,25 @@ class Predictor:
         for i, pv in enumerate(inputs):
             buckets.setdefault(tuple(pv.shape[-2:]), []).append(i)
         results: List[Optional[SegmentationResult]] = [None] * len(arrays)
+        step = max(1, int(batch_size))
+        options = (task, threshold, mask_threshold, overlap_mask_area_threshold, fuse)
         for indices in buckets.values():
-            for start in range(0, len(indices), max(1, int(batch_size))):
-                chunk = indices[start : start + max(1, int(batch_size))]
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
                 pixels = torch.cat([inputs[i] for i in chunk]).to(self.device, self.dtype)
                 outputs = self.model(pixel_values=pixels)
+                # target_sizes = the photos' sizes: results come back at full resolution.
                 sizes = [arrays[i].shape[:2] for i in chunk]
-                for i, res in zip(chunk, self._post(outputs, task, sizes, threshold,
-                                                    mask_threshold, overlap_mask_area_threshold,
-                                                    fuse)):  # fmt: skip
+                for i, res in zip(chunk, self._post(outputs, sizes, *options)):
                     results[i] = res
         return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ post-processing
-    def _post(self, outputs, task, sizes, threshold, mask_threshold, overlap, fuse):
+    def _post(self, outputs, sizes, task, threshold, mask_threshold, overlap, fuse):
         proc = self.processor
         if task == "semantic":
             maps = proc.post_process_semantic_segmentation(outputs, target_sizes=sizes)
-            return [self._semantic(outputs, b, m.numpy()) for b, m in enumerate(maps)]
+            return [self._semantic(outputs, b, m.cpu().numpy()) for b, m in enumerate(maps)]
         kwargs = dict(
             threshold=threshold,
             mask_threshold=mask_threshold,
@@ -263,7 +264,7 @@ class Predictor:
         }
 
     def _panoptic(self, pred: Dict[str, Any], size) -> SegmentationResult:
-        seg = pred["segmentation"].numpy().astype(np.int32)
+        seg = pred["segmentation"].cpu().numpy().astype(np.int32)
         # Fused classes have one entry per query with a shared id: keep one, with the best score.
         merged: Dict[int, Dict[str, Any]] = {}
         for info in pred["segments_info"]:
@@ -281,7 +282,7 @@ class Predictor:
         return SegmentationResult("panoptic", tuple(size), seg, segments)
 
     def _instance(self, pred: Dict[str, Any], size) -> SegmentationResult:
-        masks = pred["segmentation"].numpy().astype(bool)  # (N, H, W), sorted by score
+        masks = pred["segmentation"].cpu().numpy().astype(bool)  # (N, H, W), sorted by score
         seg = np.zeros(tuple(size), dtype=np.int32)
         for j in range(len(masks) - 1, -1, -1):  # paint low scores first: the best one shows
             seg[masks[j]] = j + 1
@@ -313,7 +314,7 @@ class Predictor:
         masks = masks[:, :h, :w]
         scores = torch.einsum("qc,qhw->chw", probs[:, labels], masks)  # (K, h, w)
         total = torch.einsum("qc,qhw->hw", probs, masks).clamp_min(1e-12)
-        norm = (scores / total).numpy()
+        norm = (scores / total).cpu().numpy()
         H, W = classes.shape
         ys = np.minimum((np.arange(H) + 0.5) * h / H, h - 1).astype(int)
         xs = np.minimum((np.arange(W) + 0.5) * w / W, w - 1).astype(int)
