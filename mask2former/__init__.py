@@ -19,6 +19,10 @@ _EXPORTS = {
     "Mask2FormerForUniversalSegmentationOutput": "mask2former.modeling.outputs",
     "CheckpointError": "mask2former.checkpoint",
     "Mask2FormerImageProcessor": "mask2former.processing.image_processor",
+    "Predictor": "mask2former.predictor",
+    "SegmentationResult": "mask2former.predictor",
+    "segment": "mask2former.predictor",
+    "draw_overlay": "mask2former.visualize",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
