@@ -300,3 +300,13 @@ def test_fused_ids_do_not_collide():
     valid = torch.tensor([True, True, True, True])
     ids, fused = pp._segment_ids(labels, valid, {1})
     assert ids.tolist() == [1, 2, 1, 3] and fused.tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("n_stuff", [0, 2])
+def test_semantic_where_minor_queries_decide(n_stuff):
+    # Without stuff, most pixels are covered by no confident query: the low-probability queries
+    # decide there, pixel by pixel.
+    outputs = trained_like(batch=1, h=40, w=52, n_stuff=n_stuff, n_things=4, seed=9)
+    for crop in [(160, 208), (131, 97)]:
+        sem = pp.post_process_semantic_segmentation(outputs, image_sizes=[crop])[0]
+        assert torch.equal(sem, _naive_semantic(outputs, crop, crop))

@@ -57,7 +57,9 @@ class TiledLogits:
     (Th, Tw) number of the tile's pixels inside the crop; ``tile`` = 4k pixels per tile side.
     """
 
-    def __init__(self, logits: torch.Tensor, crop: Tuple[int, int], k: int = 4) -> None:
+    def __init__(
+        self, logits: torch.Tensor, crop: Tuple[int, int], k: int = 4, bounds: bool = True
+    ) -> None:
         num, h, w = logits.shape
         self.k, self.tile, self.crop = k, 4 * k, crop
         ch, cw = crop
@@ -69,7 +71,8 @@ class TiledLogits:
         self.padded = F.pad(logits[None], (1, max(pad_r, 0), 1, max(pad_b, 0)), mode="replicate")[0]
         self.padded = self.padded[:, : th * k + 2, : tw * k + 2]
         self.windows = self.padded.unfold(1, k + 2, k).unfold(2, k + 2, k)  # (K,Th,Tw,k+2,k+2)
-        self.lo, self.hi = self._bounds(num, th, tw)
+        if bounds:  # (not needed when only exact tiles are wanted)
+            self.lo, self.hi = self._bounds(num, th, tw)
         rows = (ch - torch.arange(th, device=logits.device) * self.tile).clamp(max=self.tile)
         cols = (cw - torch.arange(tw, device=logits.device) * self.tile).clamp(max=self.tile)
         self.counts = rows[:, None] * cols[None, :]

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import torch
 import torch.nn.functional as F
 
+from ._semantic import semantic_map
 from ._tiles import TiledLogits, upsample4  # noqa: F401  (upsample4 is part of the API)
 from .rle import encode_masks
 
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 _TILE_K = 4  # low-res nodes per tile side: 16x16-pixel tiles
-_FEW = 4  # undecided semantic tiles with at most this many candidate classes
 
 
 def _prepare(outputs: Any, target_sizes: Any, image_sizes: Any):
@@ -106,71 +106,8 @@ def post_process_semantic_segmentation(
     class_logits, mask_logits, crops, targets = _prepare(outputs, target_sizes, image_sizes)
     probs = class_logits.softmax(-1)[..., :-1]  # (B, Q, C)
     return [
-        _semantic_one(probs[i], mask_logits[i], crops[i], targets[i]) for i in range(probs.shape[0])
+        semantic_map(probs[i], mask_logits[i], crops[i], targets[i]) for i in range(probs.shape[0])
     ]
-
-
-def _semantic_one(
-    probs: torch.Tensor, logits: torch.Tensor, crop: Tuple[int, int], target: Tuple[int, int]
-) -> torch.Tensor:
-    """probs (Q, C), logits (Q, h, w) -> (H, W) class ids."""
-    tiled = TiledLogits(logits, crop, _TILE_K)
-    th, tw = tiled.shape
-    num_q = probs.shape[0]
-    # Class score bounds per tile: scores are increasing in every mask probability.
-    low = tiled.lo.sigmoid().reshape(num_q, -1).T @ probs  # (T, C)
-    high = tiled.hi.sigmoid().reshape(num_q, -1).T @ probs
-    # Float sums of up to Q terms may differ from the exact ones by a few ulps: keep a margin.
-    margin = 1e-5 * high.amax(1) + 1e-30
-    if target != crop:
-        # A target pixel blends input pixels of at most 2x2 neighbouring tiles: a class can only
-        # win if it can beat, in the 3x3 neighbourhood, the class with the best guaranteed score.
-        low = -F.max_pool2d(-low.T.reshape(-1, th, tw)[None], 3, 1, 1)[0].reshape(-1, th * tw).T
-        high = F.max_pool2d(high.T.reshape(-1, th, tw)[None], 3, 1, 1)[0].reshape(-1, th * tw).T
-    best_low, best = low.max(1)
-    candidates = high >= (best_low - margin)[:, None]  # (T, C)
-    if target != crop:
-        classes = candidates.any(0).nonzero()[:, 0]
-        mask_probs = upsample4(logits)[:, : crop[0], : crop[1]].sigmoid()
-        scores = torch.einsum("qc,qhw->chw", probs[:, classes], mask_probs)
-        return classes[_first_argmax(_bilinear(scores, target))]
-    count = candidates.sum(1)
-    # Undecided tiles: few candidate classes (the usual border between two segments) are scored
-    # per tile; tiles with many candidates share the union of their classes.
-    groups = [(count > 1) & (count <= _FEW), count > _FEW]
-    ty_all, tx_all, patch_all = [], [], []
-    for group, few in zip(groups, (True, False)):
-        todo = group.nonzero()[:, 0]
-        if len(todo) == 0:
-            continue
-        cand = candidates[todo]
-        if few:
-            # Candidate classes in increasing order, padded with the tile's best class.
-            key = cand * torch.arange(cand.shape[1], 0, -1)
-            top_key, classes = key.topk(_FEW, dim=1)
-            classes = torch.where(top_key > 0, classes, best[todo, None])  # (N, F)
-            weights = probs.T[classes].transpose(1, 2)  # (N, Q, F)
-            allowed = None
-        else:
-            union = cand.any(0).nonzero()[:, 0]
-            classes = union.expand(len(todo), -1)
-            weights = probs[:, union]
-            allowed = cand[:, union]
-        ty, tx = todo // tw, todo % tw
-        mask_probs = tiled.tiles(ty, tx).sigmoid().flatten(2)  # (N, Q, P)
-        scores = mask_probs.transpose(1, 2) @ weights  # (N, P, classes)
-        if allowed is not None:  # classes that cannot win in a tile stay out of its argmax
-            scores.masked_fill_(~allowed[:, None, :], float("-inf"))
-        pick = scores.argmax(-1)  # (N, P)
-        ty_all.append(ty)
-        tx_all.append(tx)
-        patch_all.append(classes.gather(1, pick).view(-1, tiled.tile, tiled.tile))
-    if not patch_all:
-        empty = torch.empty(0, dtype=torch.long)
-        return tiled.assemble(best.view(th, tw), empty, empty, empty.view(0, 1, 1))
-    return tiled.assemble(
-        best.view(th, tw), torch.cat(ty_all), torch.cat(tx_all), torch.cat(patch_all)
-    )
 
 
 # --------------------------------------------------------------------------------- panoptic
