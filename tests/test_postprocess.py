@@ -25,7 +25,7 @@ def trained_like(batch=2, queries=100, classes=133, h=96, w=96, n_stuff=3, n_thi
     masks = F.avg_pool2d(torch.randn(batch, queries, h, w, generator=g) * 2.0 - 4.0, 5, 1, 2) * 3
     ys, xs = torch.linspace(0, 1, h).view(h, 1), torch.linspace(0, 1, w).view(1, w)
     for b in range(batch):
-        abc = torch.randn(n_stuff, 3, generator=g)
+        abc = torch.randn(max(n_stuff, 1), 3, generator=g)
         region = torch.stack([a * ys + c * xs + d * 0.3 for a, c, d in abc]).argmax(0)
         things = torch.zeros(h, w, dtype=torch.bool)
         order = torch.randperm(queries, generator=g).tolist()

@@ -11,6 +11,8 @@ from mask2former.processing import postprocess as pp
 from mask2former.processing import rle
 
 coco_mask = pytest.importorskip("pycocotools.mask")
+# pycocotools' decode trips numpy 2's __array__ copy-keyword deprecation; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def test_own_encoder_equals_pycocotools():

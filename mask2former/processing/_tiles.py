@@ -68,8 +68,13 @@ class TiledLogits:
         # Replicate padding: one row/column for the kernel's clamping at the border, more to
         # complete the last tiles (whose extra pixels lie outside the crop).
         pad_b, pad_r = th * k + 1 - h, tw * k + 1 - w
-        self.padded = F.pad(logits[None], (1, max(pad_r, 0), 1, max(pad_b, 0)), mode="replicate")[0]
-        self.padded = self.padded[:, : th * k + 2, : tw * k + 2]
+        if num == 0:  # F.pad refuses empty inputs
+            self.padded = logits.new_zeros((0, th * k + 2, tw * k + 2))
+        else:
+            self.padded = F.pad(
+                logits[None], (1, max(pad_r, 0), 1, max(pad_b, 0)), mode="replicate"
+            )[0]
+            self.padded = self.padded[:, : th * k + 2, : tw * k + 2]
         self.windows = self.padded.unfold(1, k + 2, k).unfold(2, k + 2, k)  # (K,Th,Tw,k+2,k+2)
         if bounds:  # (not needed when only exact tiles are wanted)
             self.lo, self.hi = self._bounds(num, th, tw)
