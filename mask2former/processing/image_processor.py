@@ -13,14 +13,13 @@ import numpy as np
 from ..hub import resolve_file
 from . import postprocess
 from .batch import BatchFeature
-from .labels import check_instance_mapping, segmentation_map_to_binary_masks
+from .encoding import as_list, encode_batch
+from .labels import segmentation_map_to_binary_masks
 from .transforms import (
     _channels_last,
-    _data_format,
     _is_torch_tensor,
     get_output_size,
     normalize_size,
-    pad_to,
     rescale_and_normalize,
     resize_image,
     resize_label_map,
@@ -42,19 +41,6 @@ _TYPE_KEYS = (
     "processor_class",
     "_processor_class",
 )
-
-
-def _as_list(items: Any, what: str) -> Tuple[List[Any], bool]:
-    """(list of items, whether the input was a batch)."""
-    if isinstance(items, (list, tuple)):
-        if len(items) == 0:
-            raise ValueError(f"{what} is an empty list")
-        return list(items), True
-    if (isinstance(items, np.ndarray) or _is_torch_tensor(items)) and items.ndim == 4:
-        if items.shape[0] == 0:
-            raise ValueError(f"{what} is an empty batch")
-        return [items[i] for i in range(items.shape[0])], True
-    return [items], False
 
 
 class Mask2FormerImageProcessor:
@@ -220,7 +206,7 @@ class Mask2FormerImageProcessor:
         image_mean = self.image_mean if image_mean is None else image_mean
         image_std = self.image_std if image_std is None else image_std
 
-        image_list, batched = _as_list(images, "images")
+        image_list, batched = as_list(images, "images")
         map_list: Optional[List[Any]] = None
         if segmentation_maps is not None:
             if batched:
@@ -272,7 +258,7 @@ class Mask2FormerImageProcessor:
                 if do_resize:
                     seg = resize_label_map(seg, out_size)
                 labels.append(seg)
-        return self._encode(
+        return encode_batch(
             processed,
             labels if map_list is not None else None,
             instance_id_to_semantic_id,
@@ -296,7 +282,7 @@ class Mask2FormerImageProcessor:
         segmentation map into binary masks with one class each (``[[2, 6, 7, 9]]`` gives four
         masks with classes [2, 6, 7, 9]). Images are (C, H, W) (or (H, W, C)) arrays/tensors; the
         output keeps channels first as the model expects."""
-        pixel_list, _ = _as_list(pixel_values_list, "pixel_values_list")
+        pixel_list, _ = as_list(pixel_values_list, "pixel_values_list")
         arrays = []
         for i, pv in enumerate(pixel_list):
             arr = pv.detach().cpu().numpy() if _is_torch_tensor(pv) else np.asarray(pv)
@@ -305,7 +291,7 @@ class Mask2FormerImageProcessor:
             arrays.append(_channels_last(arr, input_data_format, f"pixel_values_list[{i}]"))
         maps = None
         if segmentation_maps is not None:
-            map_items, _ = _as_list(segmentation_maps, "segmentation_maps")
+            map_items, _ = as_list(segmentation_maps, "segmentation_maps")
             if len(map_items) != len(arrays):
                 raise ValueError(f"got {len(arrays)} images but {len(map_items)} segmentation maps")
             maps = []
@@ -317,7 +303,7 @@ class Mask2FormerImageProcessor:
                         f"pixel_values_list[{i}] has size {arrays[i].shape[0]}x{arrays[i].shape[1]}"
                     )
                 maps.append(seg)
-        return self._encode(
+        return encode_batch(
             arrays,
             maps,
             instance_id_to_semantic_id,
@@ -341,52 +327,6 @@ class Mask2FormerImageProcessor:
             self.ignore_index if ignore_index is None else ignore_index,
             self.reduce_labels if reduce_labels is None else reduce_labels,
         )
-
-    def _encode(
-        self,
-        images: List[np.ndarray],
-        maps: Optional[List[np.ndarray]],
-        instance_id_to_semantic_id: Any,
-        ignore_index: Optional[int],
-        reduce_labels: bool,
-        return_tensors: Optional[str],
-        data_format: str,
-    ) -> BatchFeature:
-        """Pad (H, W, C) images and (H, W) maps; build the batch in the requested types."""
-        if return_tensors not in (None, "pt", "np"):
-            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
-        channels_first = _data_format(data_format) != "channels_last"
-        pad_h = max(im.shape[0] for im in images)
-        pad_w = max(im.shape[1] for im in images)
-        pixel_values, pixel_mask = [], []
-        for im in images:
-            padded = pad_to(im.astype(np.float32, copy=False), pad_h, pad_w)
-            pixel_values.append(
-                np.ascontiguousarray(padded.transpose(2, 0, 1)) if channels_first else padded
-            )
-            mask = np.zeros((pad_h, pad_w), dtype=np.int64)
-            mask[: im.shape[0], : im.shape[1]] = 1
-            pixel_mask.append(mask)
-        data: Dict[str, Any] = {
-            "pixel_values": _collate(pixel_values, return_tensors),
-            "pixel_mask": _collate(pixel_mask, return_tensors),
-        }
-        if maps is not None:
-            mappings = check_instance_mapping(instance_id_to_semantic_id, len(maps))
-            mask_labels, class_labels = [], []
-            for i, seg in enumerate(maps):
-                masks, classes = segmentation_map_to_binary_masks(
-                    seg, mappings[i], ignore_index, reduce_labels, what=f"segmentation_maps[{i}]"
-                )
-                # Padding is "not this segment": 0 (the reference writes ignore_index here).
-                masks = np.pad(
-                    masks, ((0, 0), (0, pad_h - seg.shape[0]), (0, pad_w - seg.shape[1]))
-                )
-                mask_labels.append(_convert(masks, return_tensors))
-                class_labels.append(_convert(classes, return_tensors))
-            data["mask_labels"] = mask_labels
-            data["class_labels"] = class_labels
-        return BatchFeature(data)
 
     # ------------------------------------------------------------------ post-processing
     def post_process_semantic_segmentation(
@@ -443,18 +383,3 @@ class Mask2FormerImageProcessor:
             target_sizes=target_sizes,
             image_sizes=image_sizes,
         )
-
-
-def _convert(array: np.ndarray, return_tensors: Optional[str]) -> Any:
-    if return_tensors == "pt":
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(array))
-    return array
-
-
-def _collate(arrays: List[np.ndarray], return_tensors: Optional[str]) -> Any:
-    if return_tensors is None:
-        return arrays
-    stacked = np.stack(arrays, axis=0)
-    return _convert(stacked, return_tensors)

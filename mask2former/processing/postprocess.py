@@ -129,7 +129,9 @@ def post_process_panoptic_segmentation(
     it wins are more than ``overlap_mask_area_threshold`` of its own mask (pixels whose probability
     x mask probability >= ``mask_threshold``). Classes in ``label_ids_to_fuse`` get one id per image
     (each fused query still gets its own segments_info entry, as in the reference). As in the
-    reference; except that an image without any segment gets an all-0 map (the reference: -1).
+    reference, except that an image without any segment gets an all-0 map (the reference: -1),
+    and that ids never collide (after reusing a fused class's id the reference restarts its
+    counter from that id, so a later segment can get the id of an earlier one).
     """
     fuse = set(label_ids_to_fuse) if label_ids_to_fuse is not None else set()
     class_logits, mask_logits, crops, targets = _prepare(outputs, target_sizes, image_sizes)

@@ -1,0 +1,87 @@
+"""Batching: padding, ``pixel_mask``, per-image label targets, and output types."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .batch import BatchFeature
+from .labels import check_instance_mapping, segmentation_map_to_binary_masks
+from .transforms import _data_format, _is_torch_tensor, pad_to
+
+__all__ = ["as_list", "encode_batch"]
+
+
+def as_list(items: Any, what: str) -> Tuple[List[Any], bool]:
+    """(list of items, whether the input was a batch)."""
+    if isinstance(items, (list, tuple)):
+        if len(items) == 0:
+            raise ValueError(f"{what} is an empty list")
+        return list(items), True
+    if (isinstance(items, np.ndarray) or _is_torch_tensor(items)) and items.ndim == 4:
+        if items.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch")
+        return [items[i] for i in range(items.shape[0])], True
+    return [items], False
+
+
+def encode_batch(
+    images: List[np.ndarray],
+    maps: Optional[List[np.ndarray]],
+    instance_id_to_semantic_id: Any,
+    ignore_index: Optional[int],
+    reduce_labels: bool,
+    return_tensors: Optional[str],
+    data_format: str,
+) -> BatchFeature:
+    """Pad (H, W, C) images and (H, W) maps bottom/right to the largest image; build
+    ``pixel_values``, ``pixel_mask`` and, with maps, ``mask_labels``/``class_labels`` in the
+    requested types (see ``Mask2FormerImageProcessor.preprocess``)."""
+    if return_tensors not in (None, "pt", "np"):
+        raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+    channels_first = _data_format(data_format) != "channels_last"
+    pad_h = max(im.shape[0] for im in images)
+    pad_w = max(im.shape[1] for im in images)
+    pixel_values, pixel_mask = [], []
+    for im in images:
+        padded = pad_to(im.astype(np.float32, copy=False), pad_h, pad_w)
+        pixel_values.append(
+            np.ascontiguousarray(padded.transpose(2, 0, 1)) if channels_first else padded
+        )
+        mask = np.zeros((pad_h, pad_w), dtype=np.int64)
+        mask[: im.shape[0], : im.shape[1]] = 1
+        pixel_mask.append(mask)
+    data: Dict[str, Any] = {
+        "pixel_values": _collate(pixel_values, return_tensors),
+        "pixel_mask": _collate(pixel_mask, return_tensors),
+    }
+    if maps is not None:
+        mappings = check_instance_mapping(instance_id_to_semantic_id, len(maps))
+        mask_labels, class_labels = [], []
+        for i, seg in enumerate(maps):
+            masks, classes = segmentation_map_to_binary_masks(
+                seg, mappings[i], ignore_index, reduce_labels, what=f"segmentation_maps[{i}]"
+            )
+            # Padding is "not this segment": 0 (the reference writes ignore_index here).
+            masks = np.pad(masks, ((0, 0), (0, pad_h - seg.shape[0]), (0, pad_w - seg.shape[1])))
+            mask_labels.append(_convert(masks, return_tensors))
+            class_labels.append(_convert(classes, return_tensors))
+        data["mask_labels"] = mask_labels
+        data["class_labels"] = class_labels
+    return BatchFeature(data)
+
+
+def _convert(array: np.ndarray, return_tensors: Optional[str]) -> Any:
+    if return_tensors == "pt":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(array))
+    return array
+
+
+def _collate(arrays: List[np.ndarray], return_tensors: Optional[str]) -> Any:
+    if return_tensors is None:
+        return arrays
+    stacked = np.stack(arrays, axis=0)
+    return _convert(stacked, return_tensors)
