@@ -14,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MultiscaleDeformableAttention", "multi_scale_deformable_attention"]
+__all__ = [
+    "MultiscaleDeformableAttention",
+    "multi_scale_deformable_attention",
+    "multi_scale_deformable_attention_grid_sample",
+]
 
 
 def multi_scale_deformable_attention(
@@ -23,22 +27,126 @@ def multi_scale_deformable_attention(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """Sample and mix values at fractional locations.
+    """Sample and mix values at fractional locations (bilinear, zeros outside the map).
+
+    One weighted gather over all levels: every sampling point becomes its four bilinear corner
+    taps, each with weight attention * bilinear weight (0 outside the map), and
+    ``F.embedding_bag(mode="sum")`` sums the weighted value rows per (batch, query, head). This
+    never builds the (B*heads, D, Q, L*P) tensor of sampled values that a grid_sample
+    formulation needs, and the result comes out directly in the (B, Q, heads * D) layout.
+    Gradients flow to ``value``, ``attention_weights`` and (through the bilinear weights)
+    ``sampling_locations``, as with grid_sample.
 
     Args:
         value: (B, S, heads, D) values of all levels, flattened and concatenated
             (S = sum of H_l * W_l).
         spatial_shapes: (H_l, W_l) of each level, in the order of ``value``.
-        sampling_locations: (B, Q, heads, L, P, 2) x, y in [0, 1] image coordinates.
+        sampling_locations: (B, Q, heads, L, P, 2) x, y in [0, 1] image coordinates (0 and 1
+            are the outer edges of the border pixels); float32 recommended whatever the value
+            dtype, since a bfloat16 coordinate is off by up to half a pixel on a 100-wide map.
         attention_weights: (B, Q, heads, L, P), summing to 1 over (L, P).
     Returns:
-        (B, Q, heads * D)
+        (B, Q, heads * D) in value's dtype.
     """
+    b, s, heads, dim = value.shape
+    _, q, _, levels, points, _ = sampling_locations.shape
+    index, weight = bilinear_taps(spatial_shapes, sampling_locations, attention_weights, s)
+    # Row r of the table is value[b, s, h] with r = (b * S + s) * heads + h: a free view.
+    table = value.reshape(b * s * heads, dim)
+    out = F.embedding_bag(
+        index.view(b * q * heads, levels * points * 4),
+        table,
+        mode="sum",
+        per_sample_weights=weight.view(b * q * heads, -1).to(table.dtype),
+    )  # (B * Q * heads, D)
+    return out.view(b, q, heads * dim)
+
+
+def _axis_taps(
+    coord: torch.Tensor, size: int, itype: torch.dtype
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both bilinear neighbours along one axis of one level.
+
+    coord: (...) normalized coordinate in [0, 1] for a map ``size`` pixels long.
+    Returns clamped pixel indices (k0, k1) and their weights (w0, w1), 0 outside the map.
+    """
+    pix = coord * size - 0.5  # pixel centres sit on integers (align_corners=False)
+    low = pix.floor()
+    frac = pix - low
+    k0 = low.to(itype)
+    w0 = (1 - frac) * ((k0 >= 0) & (k0 < size))
+    w1 = frac * ((k0 >= -1) & (k0 < size - 1))
+    return k0.clamp(0, size - 1), (k0 + 1).clamp(0, size - 1), w0, w1
+
+
+def bilinear_taps(
+    spatial_shapes: Sequence[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    total: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Table rows and weights of the four bilinear corners of every sampling point.
+
+    Args:
+        spatial_shapes: (H_l, W_l) per level; ``total`` = sum of H_l * W_l.
+        sampling_locations: (B, Q, heads, L, P, 2) normalized x, y.
+        attention_weights: (B, Q, heads, L, P).
+    Returns:
+        index (B, Q, heads, L * 4 * P), int32 where it fits: row ``(b * S + s) * heads + h``
+        of the value table; weight, the same shape, in the locations' dtype (promoted with the
+        attention weights). Corners outside their map get weight 0 and a clamped, valid row.
+    """
+    b, q, heads, levels, points, _ = sampling_locations.shape
+    device = sampling_locations.device
+    dtype = torch.promote_types(sampling_locations.dtype, attention_weights.dtype)
+    itype = torch.int32 if b * total * heads < 2**31 else torch.int64
+    # Level-major, contiguous (B, Q, heads, P) slices: every operation below then runs on long
+    # contiguous arrays with Python-scalar level constants. (Broadcasting per-level constants
+    # over the trailing (L, P, 2) dimensions made this index arithmetic cost several times the
+    # gather itself.)
+    locs = sampling_locations.to(dtype).permute(5, 3, 0, 1, 2, 4).contiguous()  # (2, L, ...)
+    attn = attention_weights.to(dtype).permute(3, 0, 1, 2, 4).contiguous()  # (L, B, Q, h, P)
+    head_row = torch.arange(b, device=device, dtype=itype)[:, None] * (total * heads)
+    head_row = head_row + torch.arange(heads, device=device, dtype=itype)  # (B, heads)
+    head_row = head_row[:, None, :, None]  # (B, 1, heads, 1)
+    # (B, Q, heads, L * 4, P): each (batch, query, head) bag is one contiguous row. The indices
+    # are written in place (torch.stack has no fast kernel for integers); the weights are
+    # stacked so that autograd sees them.
+    index = torch.empty((b, q, heads, levels * 4, points), dtype=itype, device=device)
+    weights = []
+    start = 0
+    for level, (height, width) in enumerate(spatial_shapes):
+        x0, x1, wx0, wx1 = _axis_taps(locs[0, level], width, itype)
+        y0, y1, wy0, wy1 = _axis_taps(locs[1, level], height, itype)
+        wy0 = wy0 * attn[level]
+        wy1 = wy1 * attn[level]
+        base = head_row + start * heads
+        r0 = y0 * (width * heads) + base
+        r1 = y1 * (width * heads) + base
+        x0, x1 = x0 * heads, x1 * heads
+        for k, (r, x) in enumerate(((r0, x0), (r0, x1), (r1, x0), (r1, x1))):
+            torch.add(r, x, out=index[:, :, :, 4 * level + k])
+        weights += [wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]
+        start += height * width
+    weight = torch.stack(weights, dim=3)
+    return index.view(b, q, heads, -1), weight.view(b, q, heads, -1)
+    return index, weight
+
+
+def multi_scale_deformable_attention_grid_sample(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The straightforward per-level grid_sample formulation of
+    :func:`multi_scale_deformable_attention` (same arguments and result); slower and more
+    memory hungry, kept as the plain path that tests compare the fast one against."""
     b, _, heads, dim = value.shape
     _, q, _, levels, points, _ = sampling_locations.shape
     # grid_sample takes [-1, 1] coordinates; with align_corners=False that matches the [0, 1]
     # convention where 0 and 1 are the outer edges of the border pixels.
-    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)  # (B*heads, Q, L, P, 2)
+    grids = (2 * sampling_locations.to(value.dtype) - 1).transpose(1, 2).flatten(0, 1)
     per_level = value.split([h * w for h, w in spatial_shapes], dim=1)
     sampled = []
     for level, (h, w) in enumerate(spatial_shapes):
@@ -49,7 +157,8 @@ def multi_scale_deformable_attention(
             )
         )  # (B*heads, D, Q, P)
     stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*heads, D, Q, L*P)
-    weights = attention_weights.transpose(1, 2).reshape(b * heads, 1, q, levels * points)
+    weights = attention_weights.to(value.dtype).transpose(1, 2)
+    weights = weights.reshape(b * heads, 1, q, levels * points)
     out = (stacked * weights).sum(-1)  # (B*heads, D, Q)
     return out.view(b, heads * dim, q).transpose(1, 2)
 
@@ -108,15 +217,25 @@ class MultiscaleDeformableAttention(nn.Module):
         if padding_mask is not None:
             value = value.masked_fill(padding_mask[..., None], 0.0)
         value = value.view(b, s, self.n_heads, -1)
-        offsets = self.sampling_offsets(queries).view(
-            b, s, self.n_heads, self.n_levels, self.n_points, 2
-        )
-        weights = self.attention_weights(queries).view(b, s, self.n_heads, -1).softmax(-1)
-        weights = weights.view(b, s, self.n_heads, self.n_levels, self.n_points)
+        heads, levels, points = self.n_heads, self.n_levels, self.n_points
+        work = torch.promote_types(hidden_states.dtype, torch.float32)
+        # Locations and softmax in float32 even for a bfloat16 model: a bfloat16 x of ~100
+        # pixels is only good to half a pixel. Both are computed level-major, (2, L, B, S,
+        # heads, P) and (L * P, B, S, heads), the layouts bilinear_taps works in: a softmax
+        # over a short last dimension is several times slower than over the leading one.
+        offsets = self.sampling_offsets(queries).view(b, s, heads, levels, points, 2)
+        offsets = offsets.permute(5, 3, 0, 1, 2, 4).to(work, memory_format=torch.contiguous_format)
         # Offsets are in pixels of each level; normalize by (W_l, H_l).
         normalizer = torch.tensor(
-            [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device
-        )
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[:, None, :]
+            [[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]],
+            dtype=work,
+            device=offsets.device,
+        ).view(2, levels, 1, 1, 1, 1)
+        ref = reference_points.to(work).permute(3, 2, 0, 1)[..., None, None]  # (2, L, B, S, 1, 1)
+        locations = (ref + offsets / normalizer).permute(2, 3, 4, 1, 5, 0)  # (B, S, h, L, P, 2)
+        logits = self.attention_weights(queries).view(b, s, heads, levels * points)
+        logits = logits.permute(3, 0, 1, 2).to(work, memory_format=torch.contiguous_format)
+        weights = logits.softmax(0).view(levels, points, b, s, heads).permute(2, 3, 4, 0, 1)
         out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
+        weights = weights.to(hidden_states.dtype)
         return self.output_proj(out), weights

@@ -55,7 +55,9 @@ class DeformableEncoderLayer(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         y, weights = self.self_attn(x, pos, reference_points, spatial_shapes)
         x = self.self_attn_layer_norm(x + F.dropout(y, self.dropout, self.training))
-        y = F.dropout(F.relu(self.fc1(x)), self.dropout, self.training)
+        # In place: the fresh (S, ffn_dim) buffer is the largest of the layer, and linear's
+        # backward does not need its own output.
+        y = F.dropout(F.relu(self.fc1(x), inplace=True), self.dropout, self.training)
         y = F.dropout(self.fc2(y), self.dropout, self.training)
         return self.final_layer_norm(x + y), weights
 
@@ -129,7 +131,8 @@ class PixelDecoder(nn.Module):
             pos.append(enc.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
         x = torch.cat(tokens, 1)  # (B, S, C)
         pos_all = torch.cat(pos, 1)
-        ref = reference_points(shapes, batch, x.device, x.dtype)
+        # float32 even in a bfloat16 model: sampling positions need sub-pixel precision.
+        ref = reference_points(shapes, batch, x.device, torch.promote_types(x.dtype, torch.float32))
         attentions = []
         for layer in self.encoder.layers:
             x, weights = layer(x, pos_all, ref, shapes)

@@ -178,17 +178,34 @@ class MaskPredictor(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """queries (B, Q, C), mask_features (B, Cm, H, W) -> mask logits (B, Q, H, W) and the
         attention block mask (B, Q, h*w) at ``target_size`` for the next layer."""
+        return self.predict(queries, mask_features, resize_features(mask_features, target_size))
+
+    def predict(
+        self, queries: torch.Tensor, mask_features: torch.Tensor, small_features: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with the mask features already resized to the attention size:
+        small_features (B, Cm, h*w) from :func:`resize_features`."""
         embed = self.mask_embedder(queries)
         b, cm, h, w = mask_features.shape
         # One batched matmul for the per-pixel dot product (the reference loops over channels).
         masks = torch.bmm(embed, mask_features.reshape(b, cm, h * w)).view(b, -1, h, w)
         with torch.no_grad():
-            small = F.interpolate(masks, size=target_size, mode="bilinear", align_corners=False)
-            blocked = small.flatten(2).sigmoid() < 0.5
+            # Bilinear resizing is linear per channel, so resizing the features and taking the
+            # dot product equals resizing the full-size logits, at a fraction of the cost (and
+            # the resized features are shared by every layer that attends to that level).
+            small = torch.bmm(embed.detach(), small_features.to(embed.dtype))
+            blocked = small.sigmoid() < 0.5
             # A query whose mask is empty everywhere may attend everywhere (else its softmax
             # would have no support).
             blocked &= ~blocked.all(-1, keepdim=True)
         return masks, blocked
+
+
+@torch.no_grad()
+def resize_features(mask_features: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(B, Cm, H, W) -> (B, Cm, h*w): bilinearly resized (align_corners=False), detached."""
+    small = F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+    return small.flatten(2)
 
 
 class MaskedAttentionDecoder(nn.Module):
@@ -222,11 +239,18 @@ class MaskedAttentionDecoder(nn.Module):
         (B, Q, C) each), ``intermediate`` (normalized queries of each prediction),
         ``masks`` (B, Q, H/4, W/4) per prediction and ``attentions`` (B, heads, Q, Q) per layer.
         """
+        resized: dict = {}  # target size -> resized mask features, shared by the layers
+
+        def predict(normed: torch.Tensor, size: Tuple[int, int]):
+            if size not in resized:
+                resized[size] = resize_features(mask_features, size)
+            return self.mask_predictor.predict(normed, mask_features, resized[size])
+
         x = queries
         hidden_states = [x]
         normed = self.layernorm(x)
         intermediate = [normed]
-        masks, blocked = self.mask_predictor(normed, mask_features, sizes[0])
+        masks, blocked = predict(normed, sizes[0])
         all_masks = [masks]
         attentions = []
         levels = len(memories)
@@ -238,7 +262,7 @@ class MaskedAttentionDecoder(nn.Module):
             hidden_states.append(x)
             normed = self.layernorm(x)
             intermediate.append(normed)
-            masks, blocked = self.mask_predictor(normed, mask_features, sizes[(i + 1) % levels])
+            masks, blocked = predict(normed, sizes[(i + 1) % levels])
             all_masks.append(masks)
             if output_attentions:
                 attentions.append(weights)

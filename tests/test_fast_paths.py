@@ -1,0 +1,108 @@
+"""The fast paths of the model equal the plain formulations they replace (values and gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mask2former.modeling.deformable_attention import (
+    MultiscaleDeformableAttention,
+    multi_scale_deformable_attention,
+    multi_scale_deformable_attention_grid_sample,
+)
+from mask2former.modeling.transformer_decoder import MaskPredictor
+
+SHAPES = [(3, 5), (6, 9), (11, 17)]
+
+
+def _msda_inputs(batch=2, heads=4, dim=8, points=3, dtype=torch.float64, spread=0.3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    total = sum(h * w for h, w in SHAPES)
+    queries = 7
+    value = torch.randn(batch, total, heads, dim, generator=gen, dtype=dtype)
+    # Locations reach beyond [0, 1] so that corners outside the maps are exercised.
+    loc = torch.rand(batch, queries, heads, len(SHAPES), points, 2, generator=gen, dtype=dtype)
+    loc = loc * (1 + 2 * spread) - spread
+    weights = torch.rand(batch, queries, heads, len(SHAPES) * points, generator=gen, dtype=dtype)
+    weights = weights.softmax(-1).view(batch, queries, heads, len(SHAPES), points)
+    return value, loc, weights
+
+
+def test_gather_msda_equals_grid_sample_values_and_gradients():
+    value, loc, weights = (t.requires_grad_() for t in _msda_inputs())
+    fast = multi_scale_deformable_attention(value, SHAPES, loc, weights)
+    plain = multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, weights)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    grad = torch.randn_like(fast)
+    g_fast = torch.autograd.grad(fast, (value, loc, weights), grad)
+    g_plain = torch.autograd.grad(plain, (value, loc, weights), grad)
+    for a, b in zip(g_fast, g_plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_gather_msda_exact_pixel_centres_and_edges():
+    """Locations on pixel centres return the pixel; beyond the border they fade to zero."""
+    value, loc, weights = _msda_inputs(spread=0.0, seed=1)
+    h, w = SHAPES[0]
+    loc = loc.clone()
+    loc[..., 0, :, 0] = (torch.arange(3, dtype=loc.dtype)[None, None, None] % w + 0.5) / w
+    loc[..., 0, :, 1] = 0.5 / h
+    loc[0, 0, 0, 1, 0] = torch.tensor([-0.5, 1.5], dtype=loc.dtype)  # far outside
+    loc[0, 0, 0, 2, 0] = torch.tensor([1.0, 1.0], dtype=loc.dtype)  # bottom-right edge
+    fast = multi_scale_deformable_attention(value, SHAPES, loc, weights)
+    plain = multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, weights)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+
+
+def test_gather_msda_float32_and_bfloat16_values():
+    value, loc, weights = _msda_inputs(dtype=torch.float32)
+    plain = multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, weights)
+    fast = multi_scale_deformable_attention(value, SHAPES, loc, weights)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
+    # bfloat16 values with float32 locations and weights: only the values' rounding shows.
+    fast16 = multi_scale_deformable_attention(value.bfloat16(), SHAPES, loc, weights)
+    assert fast16.dtype == torch.bfloat16
+    torch.testing.assert_close(fast16.float(), plain, rtol=0.02, atol=0.02)
+
+
+def test_deformable_module_matches_plain_formula():
+    torch.manual_seed(0)
+    dim, heads, levels, points = 32, 4, len(SHAPES), 2
+    module = MultiscaleDeformableAttention(dim, heads, levels, points).double()
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    total = sum(h * w for h, w in SHAPES)
+    x = torch.randn(2, total, dim, dtype=torch.float64)
+    pos = torch.randn(2, total, dim, dtype=torch.float64)
+    ref = torch.rand(2, total, levels, 2, dtype=torch.float64)
+    out, weights = module(x, pos, ref, SHAPES)
+
+    # The textbook formulation, written out.
+    q = x + pos
+    value = module.value_proj(x).view(2, total, heads, -1)
+    off = module.sampling_offsets(q).view(2, total, heads, levels, points, 2)
+    attn = module.attention_weights(q).view(2, total, heads, -1).softmax(-1)
+    attn = attn.view(2, total, heads, levels, points)
+    norm = torch.tensor([[w, h] for h, w in SHAPES], dtype=torch.float64)
+    loc = ref[:, :, None, :, None, :] + off / norm[None, None, None, :, None, :]
+    expected = module.output_proj(
+        multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, attn)
+    )
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(weights, attn, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(5, 7), (12, 12)])
+def test_mask_predictor_resized_features_equal_resized_logits(size):
+    torch.manual_seed(0)
+    predictor = MaskPredictor(16, 8).double()
+    queries = torch.randn(2, 5, 16, dtype=torch.float64)
+    features = torch.randn(2, 8, 24, 32, dtype=torch.float64)
+    masks, blocked = predictor(queries, features, size)
+    small = F.interpolate(masks, size=size, mode="bilinear", align_corners=False).flatten(2)
+    expected = small.sigmoid() < 0.5
+    expected &= ~expected.all(-1, keepdim=True)
+    assert torch.equal(blocked, expected)
+    embed = predictor.mask_embedder(queries)
+    torch.testing.assert_close(masks, torch.einsum("bqc,bchw->bqhw", embed, features))
