@@ -28,6 +28,7 @@ __all__ = ["semantic_map"]
 _TILE_K = 4  # low-res nodes per tile side: 16x16-pixel tiles
 _FEW = 4  # undecided tiles with at most this many candidate classes
 _MAJOR = 0.01  # class probability that makes a query "major"
+_DENSE = 0.5  # above this fraction of undecided tiles, evaluate every pixel at once
 
 
 def semantic_map(
@@ -62,6 +63,12 @@ def semantic_map(
         return classes[scores.max(0).indices]
 
     count = candidates.sum(1)
+    if (count > 1).float().mean() > _DENSE:
+        # Mostly undecided (logits unlike a trained model's): one dense pass is cheaper.
+        classes = candidates.any(0).nonzero()[:, 0]
+        mask_probs = upsample4(logits)[:, : crop[0], : crop[1]].sigmoid().flatten(1)
+        scores = mask_probs.T @ probs[:, classes]  # (H*W, classes)
+        return classes[scores.argmax(-1)].view(crop)
     tiles: List[torch.Tensor] = []
     patches: List[torch.Tensor] = []
     few = ((count > 1) & (count <= _FEW)).nonzero()[:, 0]
