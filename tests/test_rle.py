@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from mask2former.data.rle import rle_string_to_counts
 from mask2former.processing import postprocess as pp
 from mask2former.processing import rle
+
+
+def decode_rle_counts(encoded):
+    return rle_string_to_counts(encoded["counts"])
+
 
 coco_mask = pytest.importorskip("pycocotools.mask")
 # pycocotools' decode trips numpy 2's __array__ copy-keyword deprecation; not ours to fix.
@@ -33,7 +39,7 @@ def test_own_encoder_equals_pycocotools():
 
 def test_counts_are_column_major():
     mask = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.uint8)  # column-major: 1 1 0 0 0 1
-    assert rle.mask_to_rle_counts(mask) == [0, 2, 3, 1]
+    assert decode_rle_counts(rle.encode_masks(mask[None], use_pycocotools=False)[0]) == [0, 2, 3, 1]
     assert rle.encode_masks(torch.zeros(0, 3, 2)) == []
     with pytest.raises(ValueError):
         rle.encode_masks(np.zeros((3, 2)))

@@ -2,7 +2,8 @@
 
 COCO RLE walks the mask in column-major (Fortran) order and starts with a run of zeros (possibly
 empty); ``counts`` is stored compressed as a string. pycocotools is used when it is installed;
-otherwise an encoder of our own writes the same strings (it is not a dependency of the package).
+otherwise :mod:`mask2former.data.rle` (our own codec) writes the same strings; pycocotools is not
+a dependency of the package.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-__all__ = ["encode_masks", "mask_to_rle_counts", "compress_counts"]
+from ..data.rle import encode_mask
+
+__all__ = ["encode_masks"]
 
 try:  # optional accelerator
     from pycocotools import mask as _coco_mask
@@ -20,40 +23,13 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
     _coco_mask = None
 
 
-def mask_to_rle_counts(mask: np.ndarray) -> List[int]:
-    """Uncompressed COCO run lengths of an (H, W) binary mask (column-major, zeros first)."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    # Positions where the value changes, with a virtual 0 before the first pixel.
-    padded = np.concatenate([[False], flat, [not flat[-1]] if flat.size else [True]])
-    changes = np.flatnonzero(padded[1:] != padded[:-1])
-    return np.diff(np.concatenate([[0], changes])).tolist()
-
-
-def compress_counts(counts: List[int]) -> bytes:
-    """The LEB128-like text form of COCO RLE counts (pycocotools' ``rleToString``)."""
-    out = bytearray()
-    for i, value in enumerate(counts):
-        x = int(value)
-        if i > 2:  # from the fourth run on, store the difference to the run two before
-            x -= int(counts[i - 2])
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            # Arithmetic shift: stop when the rest is the sign extension of bit 4.
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(c + 48)
-    return bytes(out)
-
-
 def _encode_own(masks: np.ndarray) -> List[Dict[str, Any]]:
-    height, width = masks.shape[1:]
-    return [
-        {"size": [int(height), int(width)], "counts": compress_counts(mask_to_rle_counts(m))}
-        for m in masks
-    ]
+    # The package's own codec (bit-compatible with pycocotools), with bytes counts like it.
+    out = []
+    for m in masks:
+        rle = encode_mask(m)
+        out.append({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+    return out
 
 
 def encode_masks(masks: Any, use_pycocotools: bool = True) -> List[Dict[str, Any]]:
