@@ -77,8 +77,9 @@ class TransformerModule(nn.Module):
                 b, h, w, self.hidden_dim // 2, feature.device, feature.dtype
             )
             memory_pos.append(pos.flatten(2).transpose(1, 2))
-            memory = proj(feature).flatten(2) + self.level_embed.weight[level][None, :, None]
-            memories.append(memory.transpose(1, 2))
+            # (B, C, h, w) -> (B, h*w, C); free when the map is channels-last.
+            memory = proj(feature).permute(0, 2, 3, 1).reshape(b, h * w, -1)
+            memories.append(memory + self.level_embed.weight[level])
         batch = mask_features.shape[0]
         queries = self.queries_features.weight.unsqueeze(0).expand(batch, -1, -1)
         query_pos = self.queries_embedder.weight.unsqueeze(0).expand(batch, -1, -1)

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import Mask2FormerConfig
 from .deformable_attention import MultiscaleDeformableAttention
+from .fast_ops import token_mlp
 from .position_encoding import sine_position_encoding
 
 __all__ = ["PixelDecoder", "PixelDecoderOutput", "build_pixel_decoder"]
@@ -46,6 +47,9 @@ class DeformableEncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim)
         self.dropout = dropout
 
+    def _act(self, y: torch.Tensor) -> torch.Tensor:
+        return F.dropout(F.relu(y, inplace=True), self.dropout, self.training)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -55,10 +59,9 @@ class DeformableEncoderLayer(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         y, weights = self.self_attn(x, pos, reference_points, spatial_shapes)
         x = self.self_attn_layer_norm(x + F.dropout(y, self.dropout, self.training))
-        # In place: the fresh (S, ffn_dim) buffer is the largest of the layer, and linear's
-        # backward does not need its own output.
-        y = F.dropout(F.relu(self.fc1(x), inplace=True), self.dropout, self.training)
-        y = F.dropout(self.fc2(y), self.dropout, self.training)
+        # In place: linear's backward does not need its own output.
+        y = token_mlp(x, self.fc1, self._act, self.fc2)
+        y = F.dropout(y, self.dropout, self.training)
         return self.final_layer_norm(x + y), weights
 
 
@@ -124,7 +127,8 @@ class PixelDecoder(nn.Module):
         tokens, pos = [], []
         for level, (feature, proj) in enumerate(zip(coarse, self.input_projections)):
             h, w = shapes[level]
-            tokens.append(proj(feature).flatten(2).transpose(1, 2))
+            # (B, C, h, w) -> (B, h*w, C); free when the map is channels-last.
+            tokens.append(proj(feature).permute(0, 2, 3, 1).reshape(batch, h * w, -1))
             enc = sine_position_encoding(
                 batch, h, w, self.feature_size // 2, feature.device, feature.dtype
             )
@@ -140,11 +144,13 @@ class PixelDecoder(nn.Module):
                 attentions.append(weights)
 
         sizes = [h * w for h, w in shapes]
+        # Channels-last NCHW views of the tokens (no copy); the FPN convolutions below and the
+        # decoder's memories keep that layout.
         outputs = [
-            t.transpose(1, 2).reshape(batch, -1, h, w)
+            t.reshape(batch, h, w, -1).permute(0, 3, 1, 2)
             for t, (h, w) in zip(x.split(sizes, dim=1), shapes)
         ]
-        fine = self.adapter_1(features[0])
+        fine = self.adapter_1(features[0].contiguous(memory_format=torch.channels_last))
         fine = fine + F.interpolate(
             outputs[-1], size=fine.shape[-2:], mode="bilinear", align_corners=False
         )

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import SwinConfig
 from .activations import get_activation
+from .fast_ops import token_mlp
 
 __all__ = ["SwinBackbone", "build_swin_backbone"]
 
@@ -79,28 +80,45 @@ class SwinSelfAttention(nn.Module):
         self.value = nn.Linear(dim, dim, bias=qkv_bias)
 
     def position_bias(self) -> torch.Tensor:
-        """(heads, window^2, window^2) bias added to the attention logits."""
+        """(heads, window^2, window^2) bias added to the attention logits.
+
+        Without autograd the gathered bias is cached, keyed by the table's storage, version
+        counter (bumped by in-place updates such as optimizer steps or ``load_state_dict``),
+        dtype and device, so inference does not index the table on every call.
+        """
+        table = self.relative_position_bias_table
+        key = (table.data_ptr(), table._version, table.dtype, table.device)
+        cached = getattr(self, "_bias_cache", None)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
         n = self.window_size**2
-        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
-        return bias.view(n, n, -1).permute(2, 0, 1)
+        bias = table[self.relative_position_index.reshape(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous()
+        if not torch.is_grad_enabled():
+            self._bias_cache = (key, bias)
+        return bias
 
     def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """x: (B * nW, N, C); shift_mask: (nW, N, N) or None -> (B * nW, N, C)."""
         bw, n, c = x.shape
         heads = self.num_heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(bw, n, heads, c // heads).transpose(1, 2)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        bias = self.position_bias().to(x.dtype).unsqueeze(0)  # (1, heads, N, N)
+        # One GEMM for query, key and value (x is read once instead of three times).
+        weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
+        bias = None
+        if self.query.bias is not None:
+            bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
+        qkv = F.linear(x, weight, bias).view(bw, n, 3, heads, c // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B * nW, heads, N, d) each
+        attn_bias = self.position_bias().to(x.dtype).unsqueeze(0)  # (1, heads, N, N)
         if shift_mask is not None:
             nw = shift_mask.shape[0]
-            bias = bias + shift_mask.to(x.dtype)[:, None]  # (nW, heads, N, N)
-            # The windows of one image are consecutive, so the mask repeats per image.
-            q, k, v = (t.view(bw // nw, nw, heads, n, -1) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return out.reshape(bw, heads, n, c // heads).transpose(1, 2).reshape(bw, n, c)
+            attn_bias = attn_bias + shift_mask.to(x.dtype)[:, None]  # (nW, heads, N, N)
+            if bw != nw:
+                # The windows of one image are consecutive, so the mask repeats per image.
+                # Kept 4-D: a 5-D call falls back to PyTorch's slow math attention.
+                attn_bias = attn_bias.repeat(bw // nw, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        return out.transpose(1, 2).reshape(bw, n, c)
 
 
 class SwinAttentionOutput(nn.Module):
@@ -192,7 +210,12 @@ class SwinBlock(nn.Module):
             y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
         y = y[:, :h, :w]
         x = x + drop_path(y, self.drop_path_rate, self.training)
-        y = self.output.dense(self.intermediate(self.layernorm_after(x)))
+        y = token_mlp(
+            self.layernorm_after(x),
+            self.intermediate.dense,
+            self.intermediate.act,
+            self.output.dense,
+        )
         return x + drop_path(y, self.drop_path_rate, self.training)
 
 
@@ -285,7 +308,9 @@ class SwinBackbone(nn.Module):
             for block in stage.blocks:
                 x = block(x, mask_cache)
             if name in self.hidden_states_norms:
-                features.append(self.hidden_states_norms[name](x).permute(0, 3, 1, 2).contiguous())
+                # NCHW view of channels-last memory: the convolutions that consume it run
+                # channels-last (no NCHW copy here, no layout reorders inside oneDNN).
+                features.append(self.hidden_states_norms[name](x).permute(0, 3, 1, 2))
             if stage.downsample is not None:
                 x = stage.downsample(x)
         return tuple(features)

@@ -188,7 +188,9 @@ class MaskPredictor(nn.Module):
         embed = self.mask_embedder(queries)
         b, cm, h, w = mask_features.shape
         # One batched matmul for the per-pixel dot product (the reference loops over channels).
-        masks = torch.bmm(embed, mask_features.reshape(b, cm, h * w)).view(b, -1, h, w)
+        # Channels-last features (what the pixel decoder produces) are used without a copy.
+        pixels = mask_features.permute(0, 2, 3, 1).reshape(b, h * w, cm)
+        masks = torch.bmm(embed, pixels.transpose(1, 2)).view(b, -1, h, w)
         with torch.no_grad():
             # Bilinear resizing is linear per channel, so resizing the features and taking the
             # dot product equals resizing the full-size logits, at a fraction of the cost (and
