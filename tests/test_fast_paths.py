@@ -106,3 +106,54 @@ def test_mask_predictor_resized_features_equal_resized_logits(size):
     assert torch.equal(blocked, expected)
     embed = predictor.mask_embedder(queries)
     torch.testing.assert_close(masks, torch.einsum("bqc,bchw->bqhw", embed, features))
+
+
+def test_token_mlp_chunks_equal_plain(monkeypatch):
+    from mask2former.modeling import fast_ops
+
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(8, 32), torch.nn.Linear(32, 8)
+    x = torch.randn(2, 37, 8)
+    plain = second(F.gelu(first(x)))
+    monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 32 * 4 * 5)  # 5 rows a chunk
+    with torch.no_grad():
+        chunked = fast_ops.token_mlp(x, first, F.gelu, second)
+    torch.testing.assert_close(chunked, plain, rtol=0, atol=1e-6)
+    assert fast_ops.token_mlp(x, first, F.gelu, second).requires_grad  # autograd: plain path
+
+
+def test_swin_position_bias_cache_follows_weight_updates():
+    from mask2former.modeling.swin import SwinSelfAttention
+
+    attn = SwinSelfAttention(dim=8, num_heads=2, window_size=3)
+    with torch.no_grad():
+        first = attn.position_bias()
+        attn.relative_position_bias_table.add_(1.0)  # in-place update, e.g. an optimizer step
+        second = attn.position_bias()
+    torch.testing.assert_close(second, first + 1.0)
+    fresh = attn.position_bias()  # with autograd: never cached, carries gradients
+    assert fresh.requires_grad
+    torch.testing.assert_close(fresh.detach(), second)
+
+
+def test_bfloat16_model_runs_and_stays_near_float32(tmp_path):
+    pytest.importorskip("transformers")
+    from mask2former import Mask2FormerForUniversalSegmentation
+
+    from .reference_models import make_reference
+
+    _, folder = make_reference(tmp_path)
+    f32 = Mask2FormerForUniversalSegmentation.from_pretrained(folder)
+    b16 = Mask2FormerForUniversalSegmentation.from_pretrained(folder, torch_dtype=torch.bfloat16)
+    pixels = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        out32 = f32(pixels)
+        out16 = b16(pixels.bfloat16())
+    assert out16.masks_queries_logits.dtype == torch.bfloat16
+    masks32, masks16 = out32.masks_queries_logits, out16.masks_queries_logits.float()
+    assert torch.isfinite(masks16).all()
+    assert ((masks32 > 0) == (masks16 > 0)).float().mean() > 0.95
+    scale = out32.class_queries_logits.abs().max()
+    assert (
+        out32.class_queries_logits - out16.class_queries_logits.float()
+    ).abs().max() < 0.1 * scale
