@@ -157,3 +157,11 @@ def test_bfloat16_model_runs_and_stays_near_float32(tmp_path):
     assert (
         out32.class_queries_logits - out16.class_queries_logits.float()
     ).abs().max() < 0.1 * scale
+
+
+def test_swin_position_bias_of_a_model_built_under_inference_mode():
+    from mask2former.modeling.swin import SwinSelfAttention
+
+    with torch.inference_mode():
+        attn = SwinSelfAttention(dim=8, num_heads=2, window_size=3)
+        assert attn.position_bias().shape == (2, 9, 9)

@@ -87,14 +87,18 @@ class SwinSelfAttention(nn.Module):
         dtype and device, so inference does not index the table on every call.
         """
         table = self.relative_position_bias_table
-        key = (table.data_ptr(), table._version, table.dtype, table.device)
-        cached = getattr(self, "_bias_cache", None)
-        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
-            return cached[1]
+        # Inference tensors (a model loaded under inference_mode) have no version counter, so
+        # their in-place updates could not be noticed: those are never cached.
+        use_cache = not torch.is_grad_enabled() and not table.is_inference()
+        if use_cache:
+            key = (table.data_ptr(), table._version, table.dtype, table.device)
+            cached = getattr(self, "_bias_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
         n = self.window_size**2
         bias = table[self.relative_position_index.reshape(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous()
-        if not torch.is_grad_enabled():
+        if use_cache:
             self._bias_cache = (key, bias)
         return bias
 
