@@ -163,3 +163,10 @@ def test_torchrun_two_processes(tmp_path):
     assert latest_checkpoint(str(tmp_path / "run")).endswith("step-0000002")
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
+
+
+def test_bfloat16_autocast_steps(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=2, amp="bfloat16")
+    last = trainer.fit()
+    assert np.isfinite(last["loss"])
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())

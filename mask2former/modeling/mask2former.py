@@ -232,14 +232,7 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
         ]
         loss, loss_dict = None, None
         if mask_labels is not None:
-            terms = self.criterion(
-                masks_queries_logits=mask_logits[-1],
-                class_queries_logits=class_logits[-1],
-                mask_labels=mask_labels,
-                class_labels=class_labels,
-                auxiliary_predictions=auxiliary if self.config.use_auxiliary_loss else None,
-            )
-            loss, loss_dict = self.criterion.weighted_total(terms)
+            loss, loss_dict = self._loss(mask_logits, class_logits, mask_labels, class_labels)
         if output_auxiliary_logits is None:
             output_auxiliary_logits = self.config.output_auxiliary_logits
         out = Mask2FormerForUniversalSegmentationOutput(
@@ -260,3 +253,25 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
         if return_dict is False:
             return out.to_tuple()
         return out
+
+    def _loss(self, mask_logits, class_logits, mask_labels, class_labels):
+        """Weighted total and per-term losses, computed in float32 even under autocast (the
+        sigmoid/softmax cross-entropies and the matching costs lose too much in 16 bits)."""
+        device_type = mask_logits[-1].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            masks = [m.float() for m in mask_logits]
+            classes = [c.float() for c in class_logits]
+            auxiliary = None
+            if self.config.use_auxiliary_loss:
+                auxiliary = [
+                    {"masks_queries_logits": m, "class_queries_logits": c}
+                    for m, c in zip(masks[:-1], classes[:-1])
+                ]
+            terms = self.criterion(
+                masks_queries_logits=masks[-1],
+                class_queries_logits=classes[-1],
+                mask_labels=mask_labels,
+                class_labels=class_labels,
+                auxiliary_predictions=auxiliary,
+            )
+            return self.criterion.weighted_total(terms)
