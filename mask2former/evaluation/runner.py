@@ -90,7 +90,8 @@ def evaluate_model(
 
     Panoptic inference fuses each stuff class into one segment and uses ``threshold`` and
     ``overlap_threshold`` (0.8 each, the original's test settings); instance inference keeps the
-    thing classes' top detections (threshold 0.0, as COCO AP ranks them); semantic inference
+    thing classes' top (query, class) detections with their full masks (no threshold, no overlap
+    suppression, as the original; COCO AP ranks them); semantic inference
     takes the per-pixel argmax. Returns ``{task: metrics}``.
     """
     unknown = set(tasks) - set(TASKS)
@@ -136,8 +137,14 @@ def evaluate_model(
                 target_sizes=sizes,
             )
         if ap is not None:
+            # As the original's instance inference: top (query, class) pairs with their own
+            # masks, no score threshold and no overlap suppression; COCO AP ranks them.
             ins = processor.post_process_instance_segmentation(
-                outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True
+                outputs,
+                threshold=0.0,
+                overlap_mask_area_threshold=-1.0,
+                target_sizes=sizes,
+                return_binary_maps=True,
             )
         if miou is not None:
             sem = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
