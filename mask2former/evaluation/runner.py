@@ -31,6 +31,15 @@ def dataset_categories(dataset: Any, id2label: Dict[int, str]) -> List[Dict[str,
     ]
 
 
+def unique_segments(segments_info: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per segment id: post-processing lists every query of a fused (stuff) class,
+    all with the id they share, as the reference does; the COCO formats want each id once."""
+    seen: Dict[int, Dict[str, Any]] = {}
+    for s in segments_info:
+        seen.setdefault(int(s["id"]), s)
+    return list(seen.values())
+
+
 def _gt_panoptic(sample: Dict[str, Any]) -> tuple:
     masks = np.asarray(sample["masks"], dtype=bool)
     h, w = sample["image"].shape[:2]
@@ -153,7 +162,8 @@ def evaluate_model(
                 gt_ids, gt_segments = _gt_panoptic(sample)
                 pred = pan[k]
                 segments = [
-                    {"id": s["id"], "category_id": s["label_id"]} for s in pred["segments_info"]
+                    {"id": s["id"], "category_id": s["label_id"]}
+                    for s in unique_segments(pred["segments_info"])
                 ]
                 pq.update(gt_ids, gt_segments, pred["segmentation"].cpu().numpy(), segments)
             if ins is not None:
@@ -234,7 +244,7 @@ class _PredictionWriter:
                             "iscrowd": 0,
                             "area": int((ids == s["id"]).sum()),
                         }
-                        for s in pan["segments_info"]
+                        for s in unique_segments(pan["segments_info"])
                     ],
                 }
             )
