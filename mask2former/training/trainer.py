@@ -271,7 +271,10 @@ class Trainer:
                     self._log(last)
                     window_loss, window_start = [], time.perf_counter()
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                    self._run_eval()
+                    try:
+                        self._run_eval()
+                    except Exception as e:  # a broken evaluation must not end a long run
+                        self._log({"step": self.step, "eval/error": f"{type(e).__name__}: {e}"})
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
                     self.dist.barrier()
