@@ -89,7 +89,6 @@ def test_instances_polygons_rle_and_crowd(instances):
     assert np.array_equal(s["masks"][2], crowd_mask)
     # The polygon square 5..15 x 5..12 plus a small triangle.
     assert s["masks"][0][6:12, 6:15].all() and not s["masks"][0][15:, :].any()
-    pytest.importorskip("pycocotools")
     from pycocotools import mask as coco_mask
 
     rles = coco_mask.frPyObjects(data["annotations"][0]["segmentation"], H, W)
@@ -329,7 +328,6 @@ def test_semantic_broken(semantic):
 
 
 def test_rle_and_polygons_match_pycocotools():
-    pytest.importorskip("pycocotools")
     from pycocotools import mask as coco_mask
 
     from mask2former.data import decode_rle, polygons_to_mask

@@ -137,7 +137,6 @@ def test_swin_position_bias_cache_follows_weight_updates():
 
 
 def test_bfloat16_model_runs_and_stays_near_float32(tmp_path):
-    pytest.importorskip("transformers")
     from mask2former import Mask2FormerForUniversalSegmentation
 
     from .reference_models import make_reference

@@ -9,14 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
+import skimage.data as skdata  # noqa: E402
 import torch
+import transformers  # noqa: E402
 from PIL import Image
 
 from mask2former import Mask2FormerImageProcessor
 from mask2former.processing import BatchFeature
-
-skdata = pytest.importorskip("skimage.data")
-transformers = pytest.importorskip("transformers")
 
 
 def _reference(**kwargs):

@@ -9,8 +9,6 @@ from mask2former import Mask2FormerForUniversalSegmentation, Mask2FormerModel
 
 from .reference_models import assert_close_tree, make_reference
 
-pytest.importorskip("transformers")  # the test extra; CI installs it
-
 ATOL = 1e-4
 FLAGS = dict(output_hidden_states=True, output_attentions=True)
 

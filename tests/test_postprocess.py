@@ -13,8 +13,6 @@ import torch.nn.functional as F
 from mask2former import Mask2FormerImageProcessor
 from mask2former.processing import postprocess as pp
 
-transformers = pytest.importorskip("transformers")
-
 
 def trained_like(batch=2, queries=100, classes=133, h=96, w=96, n_stuff=3, n_things=6, seed=0):
     """A few confident queries (stuff regions tiling the image, blob-shaped things on top), the

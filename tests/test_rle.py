@@ -16,7 +16,8 @@ def decode_rle_counts(encoded):
     return rle_string_to_counts(encoded["counts"])
 
 
-coco_mask = pytest.importorskip("pycocotools.mask")
+from pycocotools import mask as coco_mask  # noqa: E402
+
 # pycocotools' decode trips numpy 2's __array__ copy-keyword deprecation; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -1,7 +1,6 @@
 """The synthetic shapes dataset: determinism, content, and the on-disk formats."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -64,15 +63,10 @@ def test_content_and_segments():
     assert np.mean(things_per_image) >= 3
 
 
-def test_configurable_size_and_speed():
+def test_configurable_size():
+    # Rendering speed (about 13 ms an image on one core) is a benchmark figure, not a test.
     s = render_shapes(0, 0, ShapesConfig(height=96, width=128))
     assert s["image"].shape == (96, 128, 3) and s["panoptic"].shape == (96, 128)
-    start = time.perf_counter()
-    for i in range(50):
-        render_shapes(1, i)
-    # 1000 images must take under a minute (measured ~13 ms each on one core; the bound leaves
-    # room for a machine busy with other tests).
-    assert (time.perf_counter() - start) / 50 < 0.055
 
 
 def test_written_formats_read_back_equal(tmp_path):
@@ -113,7 +107,6 @@ def test_written_formats_read_back_equal(tmp_path):
 
 
 def test_instances_json_is_pycocotools_compatible(tmp_path):
-    pytest.importorskip("pycocotools")
     from pycocotools.coco import COCO
 
     ds = ShapesDataset(2, seed=1)
