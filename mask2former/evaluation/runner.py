@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.sample import label_categories
+from ..data.sample import label_categories, sample_to_panoptic, sample_to_semantic
 from .coco_ap import CocoMaskAPEvaluator
 from .miou import SemanticSegmentationEvaluator
 from .pq import PanopticQualityEvaluator
@@ -40,28 +40,10 @@ def unique_segments(segments_info: List[Dict[str, Any]]) -> List[Dict[str, Any]]
     return list(seen.values())
 
 
-def _gt_panoptic(sample: Dict[str, Any]) -> tuple:
-    masks = np.asarray(sample["masks"], dtype=bool)
-    h, w = sample["image"].shape[:2]
-    ids = np.zeros((h, w), dtype=np.int64)
-    segments = []
-    crowd = np.asarray(sample.get("iscrowd", np.zeros(len(masks))), dtype=bool)
-    for i, (mask, label) in enumerate(zip(masks, sample["labels"])):
-        ids[mask] = i + 1
-        segments.append({"id": i + 1, "category_id": int(label), "iscrowd": int(crowd[i])})
-    return ids, segments
-
-
 def _gt_semantic(sample: Dict[str, Any], ignore_index: int) -> np.ndarray:
-    if "semantic" in sample:
+    if "semantic" in sample:  # semantic datasets carry their map (with its ignore pixels)
         return np.asarray(sample["semantic"])
-    h, w = sample["image"].shape[:2]
-    sem = np.full((h, w), ignore_index, dtype=np.int64)
-    crowd = np.asarray(sample.get("iscrowd", np.zeros(len(sample["labels"]))), dtype=bool)
-    for mask, label, c in zip(sample["masks"], sample["labels"], crowd):
-        if not c:
-            sem[np.asarray(mask, dtype=bool)] = int(label)
-    return sem
+    return sample_to_semantic(sample, ignore_index)
 
 
 def _batches(dataset: Any, batch_size: int, limit: int):
@@ -159,7 +141,7 @@ def evaluate_model(
             sem = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
         for k, (index, sample) in enumerate(group):
             if pan is not None:
-                gt_ids, gt_segments = _gt_panoptic(sample)
+                gt_ids, gt_segments = sample_to_panoptic(sample)
                 pred = pan[k]
                 segments = [
                     {"id": s["id"], "category_id": s["label_id"]}
