@@ -76,7 +76,9 @@ def test_deformable_module_matches_plain_formula():
     x = torch.randn(2, total, dim, dtype=torch.float64)
     pos = torch.randn(2, total, dim, dtype=torch.float64)
     ref = torch.rand(2, total, levels, 2, dtype=torch.float64)
-    out, weights = module(x, pos, ref, SHAPES)
+    out, weights = module(x, pos, ref, SHAPES)  # with autograd: the grid_sample path
+    with torch.no_grad():
+        out_gather, _ = module(x, pos, ref, SHAPES)  # inference: the gather path
 
     # The textbook formulation, written out.
     q = x + pos
@@ -90,6 +92,7 @@ def test_deformable_module_matches_plain_formula():
         multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, attn)
     )
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(out_gather, expected.detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(weights, attn, rtol=0, atol=1e-12)
 
 

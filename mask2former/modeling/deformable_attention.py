@@ -236,6 +236,13 @@ class MultiscaleDeformableAttention(nn.Module):
         logits = self.attention_weights(queries).view(b, s, heads, levels * points)
         logits = logits.permute(3, 0, 1, 2).to(work, memory_format=torch.contiguous_format)
         weights = logits.softmax(0).view(levels, points, b, s, heads).permute(2, 3, 4, 0, 1)
-        out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
+        if torch.is_grad_enabled() and (value.requires_grad or locations.requires_grad):
+            # Training: embedding_bag's backward sorts every tap index to scatter the value
+            # gradient, which made it 1.6x slower per training step than grid_sample's.
+            out = multi_scale_deformable_attention_grid_sample(
+                value, spatial_shapes, locations, weights
+            )
+        else:
+            out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
         weights = weights.to(hidden_states.dtype)
         return self.output_proj(out), weights

@@ -113,6 +113,7 @@ class Trainer:
         )
         self.step = 0
         self.history: list = []
+        self._terms: Dict[str, float] = {}
 
     # -- state --------------------------------------------------------------------------------
 
@@ -190,6 +191,10 @@ class Trainer:
             enabled=self.amp_dtype is not None,
         ):
             out = model(pixel_values, mask_labels=masks, class_labels=classes)
+        # The final prediction's weighted terms, for the log (auxiliary terms carry a suffix).
+        self._terms = {
+            k: float(v.detach()) for k, v in (out.loss_dict or {}).items() if k[-1].isalpha()
+        }
         return out.loss
 
     def _log(self, record: Dict[str, Any]) -> None:
@@ -233,6 +238,7 @@ class Trainer:
             progress = tqdm(total=until, initial=self.step, desc="train", unit="step")
         last: Dict[str, Any] = {}
         window_loss, window_start = [], time.perf_counter()
+        window_terms: Dict[str, list] = {}
         try:
             while self.step < until:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -247,9 +253,12 @@ class Trainer:
                             raise TrainingDiverged(self._diverged_message(loss))
                         self.scaler.scale(loss / cfg.grad_accum).backward()
                     step_loss += float(loss.detach()) / cfg.grad_accum
+                    for k, v in self._terms.items():
+                        window_terms.setdefault(k, []).append(v)
                 self.scaler.unscale_(self.optimizer)
-                if cfg.clip_norm > 0:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+                clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                window_terms.setdefault("grad_norm", []).append(float(grad_norm))
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.scheduler.step()
@@ -267,9 +276,11 @@ class Trainer:
                         "loss": sum(window_loss) / len(window_loss),
                         "lr": self.scheduler.get_last_lr()[0],
                         "steps_per_s": len(window_loss) / max(elapsed, 1e-9),
+                        **{k: sum(v) / len(v) for k, v in window_terms.items()},
                     }
                     self._log(last)
                     window_loss, window_start = [], time.perf_counter()
+                    window_terms = {}
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                     try:
                         self._run_eval()
