@@ -92,14 +92,3 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope" in lines[0]
-
-
-def test_fused_segments_are_counted_once():
-    from mask2former.evaluation.runner import unique_segments
-
-    info = [
-        {"id": 1, "label_id": 5, "was_fused": True, "score": 0.9},
-        {"id": 2, "label_id": 0, "was_fused": False, "score": 0.8},
-        {"id": 1, "label_id": 5, "was_fused": True, "score": 0.85},
-    ]
-    assert [s["id"] for s in unique_segments(info)] == [1, 2]

@@ -366,3 +366,14 @@ def test_pycocotools_is_imported_lazily():
         "assert 'pycocotools' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fused_segments_are_counted_once():
+    from mask2former.evaluation.runner import unique_segments
+
+    info = [
+        {"id": 1, "label_id": 5, "was_fused": True, "score": 0.9},
+        {"id": 2, "label_id": 0, "was_fused": False, "score": 0.8},
+        {"id": 1, "label_id": 5, "was_fused": True, "score": 0.85},
+    ]
+    assert [s["id"] for s in unique_segments(info)] == [1, 2]

@@ -108,7 +108,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     real_forward = trainer._forward
 
     def nan_forward(model, batch):
-        return real_forward(model, batch) * float("nan")
+        loss, terms = real_forward(model, batch)
+        return loss * float("nan"), terms
 
     trainer._forward = nan_forward
     with pytest.raises(TrainingDiverged, match="NaN at step 3.*step-0000002"):

@@ -238,7 +238,7 @@ class MultiscaleDeformableAttention(nn.Module):
         weights = logits.softmax(0).view(levels, points, b, s, heads).permute(2, 3, 4, 0, 1)
         if torch.is_grad_enabled() and (value.requires_grad or locations.requires_grad):
             # Training: embedding_bag's backward sorts every tap index to scatter the value
-            # gradient, which made it 1.6x slower per training step than grid_sample's.
+            # gradient; with grid_sample a shapes-tiny training step was 1.6x faster.
             out = multi_scale_deformable_attention_grid_sample(
                 value, spatial_shapes, locations, weights
             )

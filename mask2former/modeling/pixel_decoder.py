@@ -48,6 +48,7 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout = dropout
 
     def _act(self, y: torch.Tensor) -> torch.Tensor:
+        # In place: linear's backward does not need its own output.
         return F.dropout(F.relu(y, inplace=True), self.dropout, self.training)
 
     def forward(
@@ -59,7 +60,6 @@ class DeformableEncoderLayer(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         y, weights = self.self_attn(x, pos, reference_points, spatial_shapes)
         x = self.self_attn_layer_norm(x + F.dropout(y, self.dropout, self.training))
-        # In place: linear's backward does not need its own output.
         y = token_mlp(x, self.fc1, self._act, self.fc2)
         y = F.dropout(y, self.dropout, self.training)
         return self.final_layer_norm(x + y), weights

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -113,7 +113,6 @@ class Trainer:
         )
         self.step = 0
         self.history: list = []
-        self._terms: Dict[str, float] = {}
 
     # -- state --------------------------------------------------------------------------------
 
@@ -181,7 +180,10 @@ class Trainer:
             persistent_workers=cfg.num_workers > 0,
         )
 
-    def _forward(self, model: nn.Module, batch: Dict[str, Any]) -> torch.Tensor:
+    def _forward(
+        self, model: nn.Module, batch: Dict[str, Any]
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """The loss and, for the log, the final prediction's weighted terms."""
         pixel_values = batch["pixel_values"].to(self.device)
         masks = [m.to(self.device) for m in batch["mask_labels"]]
         classes = [c.to(self.device) for c in batch["class_labels"]]
@@ -191,11 +193,9 @@ class Trainer:
             enabled=self.amp_dtype is not None,
         ):
             out = model(pixel_values, mask_labels=masks, class_labels=classes)
-        # The final prediction's weighted terms, for the log (auxiliary terms carry a suffix).
-        self._terms = {
-            k: float(v.detach()) for k, v in (out.loss_dict or {}).items() if k[-1].isalpha()
-        }
-        return out.loss
+        # Auxiliary predictions' terms carry a numeric suffix; only the final one's are logged.
+        terms = {k: float(v.detach()) for k, v in (out.loss_dict or {}).items() if k[-1].isalpha()}
+        return out.loss, terms
 
     def _log(self, record: Dict[str, Any]) -> None:
         self.history.append(record)
@@ -248,12 +248,12 @@ class Trainer:
                     sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
                     ctx = model.no_sync() if not sync else contextlib.nullcontext()
                     with ctx:
-                        loss = self._forward(model, batch)
+                        loss, terms = self._forward(model, batch)
                         if not torch.isfinite(loss):
                             raise TrainingDiverged(self._diverged_message(loss))
                         self.scaler.scale(loss / cfg.grad_accum).backward()
                     step_loss += float(loss.detach()) / cfg.grad_accum
-                    for k, v in self._terms.items():
+                    for k, v in terms.items():
                         window_terms.setdefault(k, []).append(v)
                 self.scaler.unscale_(self.optimizer)
                 clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
