@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .processing.rle import encode_masks
+from .processing.transforms import to_rgb_array
 
 __all__ = ["Predictor", "SegmentationResult", "ImageError", "TASKS", "segment", "load_image"]
 
@@ -58,17 +59,14 @@ def load_image(image: Any) -> np.ndarray:
         except (OSError, ValueError, SyntaxError) as e:
             # Truncated or corrupt data surfaces as any of these, depending on the codec.
             raise ImageError(f"{name}: cannot read image ({e})") from None
-    if isinstance(image, Image.Image):
-        image = ImageOps.exif_transpose(image).convert("RGB")
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
     what = name or "image"
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ImageError(f"{what}: expected an (H, W, 3) image, got shape {arr.shape}")
-    arr = arr[..., :3]
+    try:
+        # The image processor's conversion: EXIF orientation, gray / alpha / 16-bit handling.
+        arr = to_rgb_array(image, what=what)
+    except (TypeError, ValueError) as e:
+        raise ImageError(str(e)) from None
     if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise ImageError(f"{what}: image too small ({w}x{h}; needs at least {MIN_SIDE} px a side)")

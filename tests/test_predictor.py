@@ -205,6 +205,23 @@ def test_inputs_paths_pil_and_arrays_agree(predictor, tmp_path):
     assert len(single) == 1 and np.array_equal(single[0].segmentation, results[0].segmentation)
 
 
+def test_load_image_converts_in_memory_inputs_as_the_processor_does():
+    from mask2former.predictor import ImageError, load_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    gray = rgb[..., 0]
+    assert np.array_equal(load_image(gray), np.repeat(gray[..., None], 3, axis=2))
+    assert np.array_equal(load_image(Image.fromarray(rgb).convert("RGBA")), rgb)
+    assert np.array_equal(load_image(torch.from_numpy(rgb).permute(2, 0, 1)), rgb)  # (C, H, W)
+    assert np.array_equal(load_image(rgb.astype(np.float32) + 0.4), rgb)  # rounded, not floored
+    sixteen = load_image(rgb.astype(np.uint16) * 257)  # 16-bit data is scaled to 0..255
+    assert np.array_equal(sixteen, rgb)
+    with pytest.raises(ImageError, match="channel axis"):
+        load_image(np.zeros((20, 30, 7), np.uint8))
+    with pytest.raises(ImageError, match="unsupported type"):
+        load_image([[1, 2], [3, 4]])
+
+
 def test_defaults_come_from_the_config(tmp_path):
     from mask2former.predictor import Predictor
 
