@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -68,16 +68,53 @@ def pool_in_masks(features: List[torch.Tensor], masks: torch.Tensor) -> torch.Te
     return torch.cat(pooled, 1)
 
 
+class ConvBackbone(nn.Module):
+    """A plain CNN with the Swin preset's strides (4-32) and widths, to compare inductive biases:
+    (B, 3, H, W) -> four (B, C_i, H / 2^(i+2), W / 2^(i+2)) maps."""
+
+    def __init__(self, widths: List[int]):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, 1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, 1, 1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            )
+
+        ins = [3] + widths[:-1]
+        strides = [4] + [2] * (len(widths) - 1)
+        self.stages = nn.ModuleList(block(i, o, s) for i, o, s in zip(ins, widths, strides))
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
 class Probe(nn.Module):
     """The backbone and a head for one set-up; ``forward`` gives (logits, labels) per item."""
 
-    def __init__(self, setup: str):
+    def __init__(
+        self,
+        setup: str,
+        window: Optional[int] = None,
+        depths: Optional[List[int]] = None,
+        cnn: bool = False,
+    ):
         super().__init__()
         config = preset_config("shapes-tiny", {0: "thing"}).backbone_config
         config.drop_path_rate = 0.0
+        config.window_size = window or config.window_size
+        config.depths = depths or config.depths
         self.setup = setup
-        self.backbone = build_swin_backbone(config)
         widths = [config.embed_dim * 2**i for i in range(len(config.depths))]
+        self.backbone = ConvBackbone(widths) if cnn else build_swin_backbone(config)
         classes = len(SHAPES_CATEGORIES)
         if setup == "crop":
             self.head = nn.Linear(widths[-1], NUM_THINGS)
@@ -155,6 +192,9 @@ def main() -> None:
     parser.add_argument("--margin", type=float, nargs=2, default=[1.6, 1.6], help="crop: range")
     parser.add_argument("--test-margin", type=float, default=2.4, help="crop: second test")
     parser.add_argument("--size", type=int, default=32, help="crop: side in pixels")
+    parser.add_argument("--window", type=int, default=None, help="Swin window (preset: 7)")
+    parser.add_argument("--depths", type=int, nargs=4, default=None, help="(preset: 1 1 2 1)")
+    parser.add_argument("--cnn", action="store_true", help="a plain CNN instead of the Swin")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -167,7 +207,7 @@ def main() -> None:
             min_radius=args.radius,
             max_radius=args.radius,
         )
-    model = Probe(args.setup)
+    model = Probe(args.setup, args.window, args.depths, args.cnn)
     if args.setup == "crop":
         train_x, train_y = thing_crops(ShapesDataset(1500, 0, shapes), args.margin, args.size, rng)
         held_out = ShapesDataset(200, 999, shapes)
