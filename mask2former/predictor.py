@@ -51,7 +51,9 @@ def load_image(image: Any) -> np.ndarray:
         try:
             with Image.open(name) as img:
                 img.load()
-                image = ImageOps.exif_transpose(img).convert("RGB")
+                # Upright RGB here, as an array, so to_rgb_array does not transpose and copy
+                # it a second time.
+                image = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
         except Image.DecompressionBombError as e:
             raise ImageError(f"{name}: image too large ({e})") from None
         except Image.UnidentifiedImageError:
