@@ -199,14 +199,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    shapes = ShapesConfig(height=args.image_size, width=args.image_size)
-    if args.radius:
-        shapes = ShapesConfig(
-            height=args.image_size,
-            width=args.image_size,
-            min_radius=args.radius,
-            max_radius=args.radius,
-        )
+    one_size = {"min_radius": args.radius, "max_radius": args.radius} if args.radius else {}
+    shapes = ShapesConfig(height=args.image_size, width=args.image_size, **one_size)
     model = Probe(args.setup, args.window, args.depths, args.cnn)
     if args.setup == "crop":
         train_x, train_y = thing_crops(ShapesDataset(1500, 0, shapes), args.margin, args.size, rng)
