@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Mask2FormerConfig": "mask2former.config",
     "SwinConfig": "mask2former.config",
+    "ResNetConfig": "mask2former.config",
     "ConfigError": "mask2former.config",
     "Mask2FormerModel": "mask2former.modeling.mask2former",
     "Mask2FormerForUniversalSegmentation": "mask2former.modeling.mask2former",

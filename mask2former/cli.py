@@ -1,4 +1,5 @@
-"""The ``mask2former`` command: ``segment``, ``shapes``, ``train`` and ``evaluate``.
+"""The ``mask2former`` command: ``segment``, ``shapes``, ``pretrain-backbone``, ``train`` and
+``evaluate``.
 
 Each subcommand lives in :mod:`mask2former.commands` with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when needed so ``--help`` is instant. Errors a
@@ -19,6 +20,10 @@ __all__ = ["main"]
 COMMANDS = {
     "segment": ("segment images, folders or globs; write overlays, id maps and JSON", "segment"),
     "shapes": ("write the synthetic shapes dataset in COCO and semantic formats", "shapes"),
+    "pretrain-backbone": (
+        "pretrain a from-scratch backbone to classify masks, for train --init",
+        "pretrain",
+    ),
     "train": ("train or fine-tune a model", "train"),
     "evaluate": ("evaluate a model: PQ, mask AP, mIoU", "evaluate"),
 }

@@ -108,7 +108,7 @@ def test_from_backbone_config():
         (dict(hidden_dim=96, num_attention_heads=5), "must divide hidden_dim"),
         (dict(decoder_layers=0), "decoder_layers"),
         (dict(activation_function="nope"), "activation"),
-        (dict(backbone_config={"model_type": "resnet"}), "model_type"),
+        (dict(backbone_config={"model_type": "convnext"}), "model_type 'convnext'"),
     ],
 )
 def test_validation_errors(kwargs, message):

@@ -6,6 +6,10 @@ the inner ones. We write the resulting rules directly. One deliberate difference
 attention keeps the Deformable DETR start for its sampling offsets (points spread around the
 reference point) and uniform attention, which the reference means to set but then overwrites;
 it only matters when training from scratch.
+
+A ResNet backbone gets the usual from-scratch start instead of the pixel-level normal(0,
+init_std): He normal (fan-out) convolutions and BatchNorm at identity, as transformers'
+ResNet initialises itself. Loaded weights replace all of this, so parity is unaffected.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from .deformable_attention import MultiscaleDeformableAttention
+from .resnet import ResNetBackbone
 from .transformer_decoder import MaskedAttentionDecoderLayer
 
 __all__ = ["init_weights"]
@@ -24,9 +29,21 @@ def _normal_init(module: nn.Module, std: float) -> None:
             nn.init.normal_(m.weight, mean=0.0, std=std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def _resnet_init(backbone: ResNetBackbone) -> None:
+    # The reference leaves these to the pixel-level normal(0, init_std) rule; He fan-out is the
+    # standard start of a BatchNorm ResNet and keeps activations at unit scale in eval mode too.
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+            m.reset_running_stats()
 
 
 def init_weights(model: nn.Module, init_std: float, init_xavier_std: float) -> None:
@@ -40,6 +57,8 @@ def init_weights(model: nn.Module, init_std: float, init_xavier_std: float) -> N
             nn.init.zeros_(m.cross_attn.in_proj_bias)
         elif isinstance(m, MultiscaleDeformableAttention):
             m.reset_sampling_parameters()
+        elif isinstance(m, ResNetBackbone):
+            _resnet_init(m)
     for m in model.modules():
         transformer_module = getattr(m, "transformer_module", None)
         if transformer_module is not None:

@@ -5,7 +5,7 @@ Module attribute names follow the published checkpoints (``model.pixel_level_mod
 ``state_dict`` maps one to one onto the files.
 
 Padding: like the original and the reference, the network does not mask padded pixels
-(GroupNorm, window attention and the deformable encoder all see them), so an image's result
+(GroupNorm, the backbone and the deformable encoder all see them), so an image's result
 depends on how much padding its batch added. ``pixel_mask`` is accepted and checked, and the
 size of each image's real pixels is handed on to post-processing (``outputs.image_sizes``); for
 results that do not depend on the other images, batch only images of the same size.
@@ -21,11 +21,11 @@ from torch import nn
 from ..checkpoint import PreTrainedMixin
 from ..config import Mask2FormerConfig
 from ..loss.criterion import Mask2FormerLoss
+from .backbone import Backbone, build_backbone
 from .init import init_weights
 from .outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
 from .pixel_decoder import PixelDecoder, build_pixel_decoder
 from .position_encoding import sine_position_encoding
-from .swin import SwinBackbone, build_swin_backbone
 from .transformer_decoder import MaskedAttentionDecoder, build_transformer_decoder
 
 __all__ = ["Mask2FormerModel", "Mask2FormerForUniversalSegmentation"]
@@ -36,7 +36,7 @@ MIN_IMAGE_SIDE = 32  # one pixel of the stride-32 map
 class PixelLevelModule(nn.Module):
     """Backbone (``encoder``) and pixel decoder (``decoder``)."""
 
-    def __init__(self, encoder: SwinBackbone, decoder: PixelDecoder):
+    def __init__(self, encoder: Backbone, decoder: PixelDecoder):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -132,7 +132,7 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
     def __init__(self, config: Mask2FormerConfig):
         super().__init__()
         self.config = config
-        backbone = build_swin_backbone(config.backbone_config)
+        backbone = build_backbone(config.backbone_config)
         self.pixel_level_module = PixelLevelModule(
             backbone, build_pixel_decoder(config, backbone.channels)
         )

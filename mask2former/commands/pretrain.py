@@ -1,0 +1,103 @@
+"""``mask2former pretrain-backbone``: teach a from-scratch backbone the classes of its masks.
+
+Writes a complete model folder (config, preprocessor config, weights) whose backbone is
+pretrained and whose other parts are freshly initialised, for ``mask2former train --init``.
+See :mod:`mask2former.training.pretrain` for why and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output model folder")
+    parser.add_argument("--data", default="shapes", help="dataset folder or 'shapes' (generated)")
+    parser.add_argument("--task", default="panoptic", choices=["panoptic", "instance", "semantic"])
+    parser.add_argument("--num-train", type=int, default=20000, help="generated training images")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated images")
+    parser.add_argument("--image-size", type=int, default=256, help="side of generated images")
+    parser.add_argument("--crop", type=int, default=256, help="training crop size (256)")
+    parser.add_argument(
+        "--model-config", default="shapes-tiny", help="a preset (shapes-tiny, ...) or config.json"
+    )
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-images", type=int, default=64, help="held-out images (0: none)")
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    import torch
+
+    from ..config import Mask2FormerConfig
+    from ..data.loading import open_dataset
+    from ..data.transforms import LargeScaleJitter
+    from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
+    from ..processing.image_processor import Mask2FormerImageProcessor
+    from ..training.data import TrainSamples, collate
+    from ..training.presets import PRESETS, preset_config
+    from ..training.pretrain import MaskPooledClassifier, PretrainConfig, pretrain_backbone
+    from .train import _id2label
+
+    torch.manual_seed(args.seed)
+    open_args = dict(task=args.task, image_size=args.image_size)
+    train_set = open_dataset(args.data, num=args.num_train, seed=args.data_seed, **open_args)
+    id2label = _id2label(train_set)
+    if args.model_config in PRESETS:
+        config = preset_config(args.model_config, id2label)
+    else:
+        loaded = Mask2FormerConfig.from_json_file(args.model_config)
+        config = Mask2FormerConfig.from_dict(
+            {**loaded.to_dict(), "id2label": id2label, "label2id": None}
+        )
+    cats = sorted(getattr(train_set, "categories", None) or [], key=lambda c: int(c["id"]))
+    config.task = args.task
+    config.stuff_label_ids = [i for i, c in enumerate(cats) if not c.get("isthing", 1)]
+    thing_labels = [i for i, c in enumerate(cats) if c.get("isthing", 1)]
+    model = Mask2FormerForUniversalSegmentation(config)
+    backbone = model.model.pixel_level_module.encoder
+
+    # Scale 1 keeps objects at their size in the data; flips are free variety.
+    transform = LargeScaleJitter(args.crop, 1.0, 1.0)
+    train_data = TrainSamples(train_set, transform, seed=args.seed)
+    held_out = None
+    if args.eval_images:
+        val_name = "shapes" if args.data == "shapes" else args.data
+        val = TrainSamples(
+            open_dataset(val_name, num=args.eval_images, seed=99991, **open_args),
+            LargeScaleJitter(args.crop, 1.0, 1.0, flip_prob=0.0),
+        )
+        items = [val[(0, i)] for i in range(min(args.eval_images, len(val)))]
+        held_out = [collate(items[k : k + 16]) for k in range(0, len(items), 16)]
+    classifier = MaskPooledClassifier(backbone, config.num_labels)
+    last = pretrain_backbone(
+        classifier,
+        train_data,
+        PretrainConfig(
+            output_dir=args.out,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            progress=not args.no_progress,
+        ),
+        held_out=held_out,
+        thing_labels=thing_labels or None,
+    )
+    model.save_pretrained(args.out)
+    Mask2FormerImageProcessor(
+        size={"shortest_edge": args.crop, "longest_edge": 4 * args.crop}
+    ).save_pretrained(args.out)
+    print(
+        f"model with a pretrained backbone written to {args.out}; last values: {json.dumps(last)}"
+    )
+    print(f"fine-tune it with: mask2former train --init {os.path.abspath(args.out)} ...")
+    return 0

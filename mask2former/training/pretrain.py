@@ -1,0 +1,193 @@
+"""Backbone pretraining by mask-pooled classification, for training Mask2Former from scratch.
+
+Published Mask2Former models start from an ImageNet-pretrained backbone. Without one (these
+machines cannot download it), a backbone trained from scratch inside Mask2Former learns the
+stuff classes but not the thing classes: a query classifies from features averaged inside its
+mask, and those features only come to encode an object's shape after the backbone has learned
+it, which Mask2Former's sparse, matched class loss teaches very slowly. This stage teaches it
+directly: every ground-truth mask pools each backbone stage's features inside it, and a linear
+head classifies the pooled vector. On the shapes data a small ResNet learns this in minutes
+(see ``mask2former/weights/shapes/RECIPE.md``); Mask2Former then fine-tunes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import collate
+from .trainer import TrainingDiverged
+
+__all__ = ["MaskPooledClassifier", "PretrainConfig", "mask_pooled_features", "pretrain_backbone"]
+
+
+def mask_pooled_features(features: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+    """Average of each feature map inside each mask, concatenated over the maps.
+
+    Args:
+        features: one image's maps, each (C_i, h_i, w_i).
+        masks: (N, H, W) float or bool masks at the input resolution.
+
+    Returns:
+        (N, sum C_i). Each mask is reduced to a map's grid by area and widened by one cell, so
+        an object smaller than a stride-32 cell still pools the cells its outline touches.
+    """
+    masks = masks.float()
+    pooled = []
+    for f in features:
+        weight = F.adaptive_avg_pool2d(masks[None], f.shape[-2:])[0]
+        weight = F.max_pool2d(weight[None], 3, 1, 1)[0]
+        weight = weight / weight.sum((1, 2), keepdim=True).clamp_min(1e-6)
+        pooled.append(torch.einsum("nhw,chw->nc", weight, f))
+    return torch.cat(pooled, 1)
+
+
+class MaskPooledClassifier(nn.Module):
+    """A backbone and a linear head over its mask-pooled stage features.
+
+    Args:
+        backbone: maps (B, 3, H, W) to a sequence of (B, C_i, h_i, w_i) maps and lists the C_i
+            in ``channels`` (the Swin and ResNet backbones of this package).
+        num_labels: classes of the masks.
+    """
+
+    def __init__(self, backbone: nn.Module, num_labels: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(sum(backbone.channels), num_labels)
+
+    def forward(self, pixel_values: torch.Tensor, masks: List[torch.Tensor]) -> torch.Tensor:
+        """(B, 3, H, W) images and B (N_b, H, W) masks -> (sum N_b, num_labels) logits."""
+        features = self.backbone(pixel_values)
+        pooled = [
+            mask_pooled_features([f[i] for f in features], m) for i, m in enumerate(masks) if len(m)
+        ]
+        if not pooled:
+            return pixel_values.new_zeros(0, self.head.out_features)
+        return self.head(torch.cat(pooled))
+
+
+@dataclass
+class PretrainConfig:
+    """Optimisation of :func:`pretrain_backbone` (AdamW, constant learning rate)."""
+
+    output_dir: str
+    steps: int = 2500
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    clip_norm: float = 1.0
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 500
+    progress: bool = True
+
+
+@torch.no_grad()
+def accuracy(
+    model: MaskPooledClassifier, batches: Iterable[Dict[str, Any]], labels: Optional[Sequence[int]]
+) -> float:
+    """Share of masks whose label is predicted, among masks whose label is in ``labels``
+    (all masks when None)."""
+    was_training = model.training
+    model.eval()
+    hits: List[float] = []
+    for batch in batches:
+        target = torch.cat(batch["class_labels"])
+        pred = model(batch["pixel_values"], batch["mask_labels"]).argmax(1)
+        keep = (
+            torch.ones_like(target, dtype=torch.bool)
+            if labels is None
+            else torch.isin(target, torch.as_tensor(list(labels)))
+        )
+        hits += (pred[keep] == target[keep]).float().tolist()
+    model.train(was_training)
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def pretrain_backbone(
+    model: MaskPooledClassifier,
+    train_data: Sequence[Dict[str, torch.Tensor]],
+    config: PretrainConfig,
+    held_out: Optional[List[Dict[str, Any]]] = None,
+    thing_labels: Optional[Sequence[int]] = None,
+    log: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> Dict[str, Any]:
+    """Train ``model`` (backbone and head) to classify every ground-truth mask.
+
+    Args:
+        train_data: items of a :class:`~mask2former.training.TrainSamples` (indexed by
+            ``(epoch, index)``); batches draw indices at random from ``config.seed``.
+        held_out: collated batches scored every ``eval_every`` steps and at the end.
+        thing_labels: labels whose accuracy is reported on its own (the hard part).
+        log: called with each log record; by default records go to
+            ``output_dir/pretrain_log.jsonl``.
+
+    Returns:
+        The last record (step, loss, and held-out accuracies when ``held_out`` is given).
+    """
+    os.makedirs(config.output_dir, exist_ok=True)
+    if log is None:
+        path = os.path.join(config.output_dir, "pretrain_log.jsonl")
+
+        def log(record: Dict[str, Any]) -> None:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    progress = None
+    if config.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=config.steps, desc="pretrain", unit="step")
+    model.train()
+    losses: List[float] = []
+    start = time.perf_counter()
+    last: Dict[str, Any] = {}
+    n = len(train_data)
+    try:
+        for step in range(1, config.steps + 1):
+            epoch = (step - 1) * config.batch_size // n
+            idx = rng.integers(n, size=config.batch_size)
+            batch = collate([train_data[(epoch, int(i))] for i in idx])
+            logits = model(batch["pixel_values"], batch["mask_labels"])
+            loss = F.cross_entropy(logits, torch.cat(batch["class_labels"]))
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"pretraining loss is {float(loss)} at step {step}; lower the learning rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses[-1]:.3f}")
+            if step % config.log_every == 0 or step == config.steps:
+                last = {
+                    "step": step,
+                    "loss": float(np.mean(losses)),
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+                losses = []
+                if held_out and (step % config.eval_every == 0 or step == config.steps):
+                    last["accuracy"] = accuracy(model, held_out, None)
+                    if thing_labels:
+                        last["thing_accuracy"] = accuracy(model, held_out, thing_labels)
+                log(last)
+    finally:
+        if progress is not None:
+            progress.close()
+    return last
