@@ -31,6 +31,7 @@ from mask2former.data.shapes import SHAPES_CATEGORIES, ShapesConfig, ShapesDatas
 from mask2former.modeling.swin import build_swin_backbone
 from mask2former.training.data import IMAGENET_MEAN, IMAGENET_STD, TrainSamples, collate
 from mask2former.training.presets import preset_config
+from mask2former.training.pretrain import mask_pooled_features
 
 NUM_THINGS = sum(c["isthing"] for c in SHAPES_CATEGORIES)
 
@@ -55,17 +56,6 @@ def thing_crops(
             labels.append(int(label))
     x = torch.tensor((np.stack(crops) - mean) / std, dtype=torch.float32).permute(0, 3, 1, 2)
     return x, torch.tensor(labels)
-
-
-def pool_in_masks(features: List[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
-    """Per-mask average of each stage inside the (one-cell dilated) mask: (N, sum of widths)."""
-    pooled = []
-    for f in features:  # (C, h, w)
-        weight = F.adaptive_avg_pool2d(masks[None], f.shape[-2:])[0]
-        weight = F.max_pool2d(weight[None], 3, 1, 1)[0]
-        weight = weight / weight.sum((1, 2), keepdim=True).clamp_min(1e-6)
-        pooled.append(torch.einsum("nhw,chw->nc", weight, f))
-    return torch.cat(pooled, 1)
 
 
 class ConvBackbone(nn.Module):
@@ -148,7 +138,7 @@ class Probe(nn.Module):
         if self.setup == "mask-pool":
             features = self.backbone(batch["pixel_values"])
             logits = [
-                self.head(pool_in_masks([f[i] for f in features], masks))
+                self.head(mask_pooled_features([f[i] for f in features], masks))
                 for i, masks in enumerate(batch["mask_labels"])
             ]
             return torch.cat(logits), torch.cat(batch["class_labels"])

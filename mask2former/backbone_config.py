@@ -23,7 +23,22 @@ def _stage_names(num_stages: int) -> List[str]:
     return ["stem"] + [f"stage{i + 1}" for i in range(num_stages)]
 
 
-class SwinConfig(JsonConfig):
+class _StagedConfig(JsonConfig):
+    """A backbone of ``len(depths)`` stages after a stem, some of them named in ``out_features``."""
+
+    depths: List[int]
+    out_features: List[str]
+
+    @property
+    def stage_names(self) -> List[str]:
+        return _stage_names(len(self.depths))
+
+    @property
+    def out_indices(self) -> List[int]:
+        return [self.stage_names.index(name) for name in self.out_features]
+
+
+class SwinConfig(_StagedConfig):
     """Swin Transformer backbone configuration (the fields of the published ``backbone_config``)."""
 
     model_type = "swin"
@@ -82,14 +97,6 @@ class SwinConfig(JsonConfig):
         self.validate()
 
     @property
-    def stage_names(self) -> List[str]:
-        return _stage_names(len(self.depths))
-
-    @property
-    def out_indices(self) -> List[int]:
-        return [self.stage_names.index(name) for name in self.out_features]
-
-    @property
     def num_layers(self) -> int:
         return len(self.depths)
 
@@ -135,7 +142,7 @@ class SwinConfig(JsonConfig):
         return out
 
 
-class ResNetConfig(JsonConfig):
+class ResNetConfig(_StagedConfig):
     """ResNet backbone configuration (the fields of transformers' ``ResNetConfig``).
 
     The stem (7x7 stride-2 convolution, BatchNorm, activation, 3x3 stride-2 max-pool) gives stride
@@ -200,14 +207,6 @@ class ResNetConfig(JsonConfig):
                 f"{list(out_indices)} name different stages"
             )
         return list(out_features)
-
-    @property
-    def stage_names(self) -> List[str]:
-        return _stage_names(len(self.depths))
-
-    @property
-    def out_indices(self) -> List[int]:
-        return [self.stage_names.index(name) for name in self.out_features]
 
     @property
     def stage_channels(self) -> List[int]:

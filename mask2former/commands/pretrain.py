@@ -36,31 +36,21 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..config import Mask2FormerConfig
     from ..data.loading import open_dataset
     from ..data.transforms import LargeScaleJitter
     from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
     from ..processing.image_processor import Mask2FormerImageProcessor
     from ..training.data import TrainSamples, collate
-    from ..training.presets import PRESETS, preset_config
+    from ..training.presets import model_config
     from ..training.pretrain import MaskPooledClassifier, PretrainConfig, pretrain_backbone
-    from .train import _id2label
+    from .train import _id2label, _set_task
 
     torch.manual_seed(args.seed)
     open_args = dict(task=args.task, image_size=args.image_size)
     train_set = open_dataset(args.data, num=args.num_train, seed=args.data_seed, **open_args)
     id2label = _id2label(train_set)
-    if args.model_config in PRESETS:
-        config = preset_config(args.model_config, id2label)
-    else:
-        loaded = Mask2FormerConfig.from_json_file(args.model_config)
-        config = Mask2FormerConfig.from_dict(
-            {**loaded.to_dict(), "id2label": id2label, "label2id": None}
-        )
-    cats = sorted(getattr(train_set, "categories", None) or [], key=lambda c: int(c["id"]))
-    config.task = args.task
-    config.stuff_label_ids = [i for i, c in enumerate(cats) if not c.get("isthing", 1)]
-    thing_labels = [i for i, c in enumerate(cats) if c.get("isthing", 1)]
+    config = model_config(args.model_config, id2label)
+    thing_labels = _set_task(config, train_set, args.task)
     model = Mask2FormerForUniversalSegmentation(config)
     backbone = model.model.pixel_level_module.encoder
 

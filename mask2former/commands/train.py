@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import List
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,17 +71,24 @@ def _id2label(dataset, config_labels=None):
     raise ValueError("the dataset names no classes; pass --model-config with an id2label")
 
 
+def _set_task(config, dataset, task: str) -> List[int]:
+    """Record the task and the stuff labels in ``config``; returns the thing labels."""
+    cats = sorted(getattr(dataset, "categories", None) or [], key=lambda c: int(c["id"]))
+    config.task = task
+    config.stuff_label_ids = [i for i, c in enumerate(cats) if not c.get("isthing", 1)]
+    return [i for i, c in enumerate(cats) if c.get("isthing", 1)]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import Mask2FormerConfig
     from ..data.loading import open_dataset
     from ..data.transforms import LargeScaleJitter, ResizeShortestEdgeCrop
     from ..evaluation.runner import evaluate_model
     from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
     from ..processing.image_processor import Mask2FormerImageProcessor
     from ..training.data import TrainSamples
-    from ..training.presets import PRESETS, preset_config
+    from ..training.presets import model_config
     from ..training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(args.seed)
@@ -98,18 +106,9 @@ def run(args: argparse.Namespace) -> int:
         )
         config = model.config
     else:
-        if args.model_config in PRESETS:
-            config = preset_config(args.model_config, id2label)
-        else:
-            config = Mask2FormerConfig.from_json_file(args.model_config)
-            config = Mask2FormerConfig.from_dict(
-                {**config.to_dict(), "id2label": id2label, "label2id": None}
-            )
+        config = model_config(args.model_config, id2label)
         model = None
-    cats = getattr(train_set, "categories", None) or []
-    labels_sorted = sorted(cats, key=lambda c: int(c["id"]))
-    config.task = args.task
-    config.stuff_label_ids = [i for i, c in enumerate(labels_sorted) if not c.get("isthing", 1)]
+    _set_task(config, train_set, args.task)
     if args.num_points:
         config.train_num_points = args.num_points
     if model is None:

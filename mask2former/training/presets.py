@@ -6,7 +6,7 @@ from typing import Dict
 
 from ..config import Mask2FormerConfig, ResNetConfig, SwinConfig
 
-__all__ = ["PRESETS", "preset_config"]
+__all__ = ["PRESETS", "model_config", "preset_config"]
 
 
 def _shapes_tiny(id2label: Dict[int, str]) -> Mask2FormerConfig:
@@ -72,3 +72,11 @@ def preset_config(name: str, id2label: Dict[int, str]) -> Mask2FormerConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose from {sorted(PRESETS)}")
     return PRESETS[name](id2label)
+
+
+def model_config(spec: str, id2label: Dict[int, str]) -> Mask2FormerConfig:
+    """The architecture ``spec`` names (a preset, or a config.json path) for these labels."""
+    if spec in PRESETS:
+        return preset_config(spec, id2label)
+    loaded = Mask2FormerConfig.from_json_file(spec)
+    return Mask2FormerConfig.from_dict({**loaded.to_dict(), "id2label": id2label, "label2id": None})
