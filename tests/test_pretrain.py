@@ -14,6 +14,7 @@ from mask2former.training.data import collate
 from mask2former.training.pretrain import (
     MaskPooledClassifier,
     PretrainConfig,
+    held_out_accuracy,
     mask_pooled_features,
     pretrain_backbone,
 )
@@ -113,3 +114,17 @@ def test_pretrain_command_rejects_unknown_preset(tmp_path, capsys):
     code = main(["pretrain-backbone", "--out", str(tmp_path), "--model-config", "nope"])
     err = capsys.readouterr().err
     assert code != 0 and "nope" in err and "Traceback" not in err
+
+
+def test_held_out_accuracy_by_hand():
+    # Fixed predictions 0, 1, 6, 7 for labels 0, 2, 6, 5: all 2/4, things (0-4) 1/2.
+    class Fixed(torch.nn.Module):
+        def forward(self, pixel_values, masks):
+            return torch.nn.functional.one_hot(torch.tensor([0, 1, 6, 7]), 8).float()
+
+    batch = {"pixel_values": None, "mask_labels": None, "class_labels": [torch.tensor([0, 2]),
+             torch.tensor([6, 5])]}  # fmt: skip
+    model = Fixed().train()
+    assert held_out_accuracy(model, [batch], range(5)) == {"accuracy": 0.5, "thing_accuracy": 0.5}
+    assert held_out_accuracy(model, [batch]) == {"accuracy": 0.5}
+    assert model.training  # put back in the mode it was in

@@ -26,7 +26,13 @@ from torch import nn
 from .data import collate
 from .trainer import TrainingDiverged
 
-__all__ = ["MaskPooledClassifier", "PretrainConfig", "mask_pooled_features", "pretrain_backbone"]
+__all__ = [
+    "MaskPooledClassifier",
+    "PretrainConfig",
+    "held_out_accuracy",
+    "mask_pooled_features",
+    "pretrain_backbone",
+]
 
 
 def mask_pooled_features(features: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
@@ -92,25 +98,26 @@ class PretrainConfig:
 
 
 @torch.no_grad()
-def accuracy(
-    model: MaskPooledClassifier, batches: Iterable[Dict[str, Any]], labels: Optional[Sequence[int]]
-) -> float:
-    """Share of masks whose label is predicted, among masks whose label is in ``labels``
-    (all masks when None)."""
+def held_out_accuracy(
+    model: MaskPooledClassifier,
+    batches: Iterable[Dict[str, Any]],
+    thing_labels: Optional[Sequence[int]] = None,
+) -> Dict[str, float]:
+    """Share of held-out masks whose label is predicted: ``accuracy`` over all masks and, with
+    ``thing_labels``, ``thing_accuracy`` over the masks of those labels (one pass)."""
     was_training = model.training
     model.eval()
-    hits: List[float] = []
+    preds, targets = [], []
     for batch in batches:
-        target = torch.cat(batch["class_labels"])
-        pred = model(batch["pixel_values"], batch["mask_labels"]).argmax(1)
-        keep = (
-            torch.ones_like(target, dtype=torch.bool)
-            if labels is None
-            else torch.isin(target, torch.as_tensor(list(labels)))
-        )
-        hits += (pred[keep] == target[keep]).float().tolist()
+        targets.append(torch.cat(batch["class_labels"]))
+        preds.append(model(batch["pixel_values"], batch["mask_labels"]).argmax(1))
     model.train(was_training)
-    return float(np.mean(hits)) if hits else float("nan")
+    hits = (torch.cat(preds) == torch.cat(targets)).float()
+    out = {"accuracy": float(hits.mean()) if len(hits) else float("nan")}
+    if thing_labels:
+        keep = torch.isin(torch.cat(targets), torch.as_tensor(list(thing_labels)))
+        out["thing_accuracy"] = float(hits[keep].mean()) if keep.any() else float("nan")
+    return out
 
 
 def pretrain_backbone(
@@ -183,9 +190,7 @@ def pretrain_backbone(
                 }
                 losses = []
                 if held_out and (step % config.eval_every == 0 or step == config.steps):
-                    last["accuracy"] = accuracy(model, held_out, None)
-                    if thing_labels:
-                        last["thing_accuracy"] = accuracy(model, held_out, thing_labels)
+                    last.update(held_out_accuracy(model, held_out, thing_labels))
                 log(last)
     finally:
         if progress is not None:
