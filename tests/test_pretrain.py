@@ -85,6 +85,34 @@ def test_pretraining_learns_and_logs(tmp_path):
     assert model.model.pixel_level_module.encoder is classifier.backbone
 
 
+def test_batches_without_masks_are_skipped(tmp_path):
+    class EmptyCrops:
+        """Every crop missed every object: images with no masks."""
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, key):
+            return {
+                "pixel_values": torch.randn(3, 64, 64),
+                "mask_labels": torch.zeros(0, 64, 64),
+                "class_labels": torch.zeros(0, dtype=torch.long),
+            }
+
+    torch.manual_seed(0)
+    backbone = Mask2FormerForUniversalSegmentation(
+        tiny_resnet_config()
+    ).model.pixel_level_module.encoder
+    classifier = MaskPooledClassifier(backbone, num_labels=8)
+    before = {k: v.detach().clone() for k, v in classifier.named_parameters()}
+    config = PretrainConfig(
+        output_dir=str(tmp_path), steps=4, batch_size=2, log_every=2, progress=False
+    )
+    last = pretrain_backbone(classifier, EmptyCrops(), config)
+    assert last == {"step": 4, "loss": None, "seconds": last["seconds"]}
+    assert all(torch.equal(before[k], p) for k, p in classifier.named_parameters())
+
+
 def test_pretrain_command_then_train_init(tmp_path):
     config = tmp_path / "config.json"
     config.write_text(tiny_resnet_config().to_json_string())

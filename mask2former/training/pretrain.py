@@ -169,23 +169,27 @@ def pretrain_backbone(
             idx = rng.integers(n, size=config.batch_size)
             batch = collate([train_data[(epoch, int(i))] for i in idx])
             logits = model(batch["pixel_values"], batch["mask_labels"])
-            loss = F.cross_entropy(logits, torch.cat(batch["class_labels"]))
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"pretraining loss is {float(loss)} at step {step}; lower the learning rate"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            # A batch whose crops all miss every mask has nothing to learn from (and its mean
+            # loss would be NaN): it is skipped, the step still counts.
+            if len(logits):
+                loss = F.cross_entropy(logits, torch.cat(batch["class_labels"]))
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"pretraining loss is {float(loss)} at step {step}; lower the learning rate"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+                optimizer.step()
+                losses.append(float(loss.detach()))
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{losses[-1]:.3f}")
+                if losses:
+                    progress.set_postfix(loss=f"{losses[-1]:.3f}")
             if step % config.log_every == 0 or step == config.steps:
                 last = {
                     "step": step,
-                    "loss": float(np.mean(losses)),
+                    "loss": float(np.mean(losses)) if losses else None,
                     "seconds": round(time.perf_counter() - start, 1),
                 }
                 losses = []
