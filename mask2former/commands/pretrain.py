@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--schedule",
+        default="constant",
+        choices=["constant", "poly"],
+        help="learning rate: constant, or polynomial decay to zero",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=64, help="held-out images (0: none)")
     parser.add_argument("--eval-every", type=int, default=500)
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
+            schedule=args.schedule,
             seed=args.seed,
             eval_every=args.eval_every,
             progress=not args.no_progress,

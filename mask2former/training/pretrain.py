@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import collate
+from .optim import lr_factor
 from .trainer import TrainingDiverged
 
 __all__ = [
@@ -83,7 +84,8 @@ class MaskPooledClassifier(nn.Module):
 
 @dataclass
 class PretrainConfig:
-    """Optimisation of :func:`pretrain_backbone` (AdamW, constant learning rate)."""
+    """Optimisation of :func:`pretrain_backbone`: AdamW, with a constant learning rate or a
+    polynomial decay to zero (``schedule``, as in :func:`~mask2former.training.optim.lr_factor`)."""
 
     output_dir: str
     steps: int = 2500
@@ -91,6 +93,7 @@ class PretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     clip_norm: float = 1.0
+    schedule: str = "constant"
     seed: int = 0
     log_every: int = 50
     eval_every: int = 500
@@ -168,6 +171,10 @@ def pretrain_backbone(
             epoch = (step - 1) * config.batch_size // n
             idx = rng.integers(n, size=config.batch_size)
             batch = collate([train_data[(epoch, int(i))] for i in idx])
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(
+                    step - 1, config.steps, schedule=config.schedule
+                )
             logits = model(batch["pixel_values"], batch["mask_labels"])
             # A batch whose crops all miss every mask has nothing to learn from (and its mean
             # loss would be NaN): it is skipped, the step still counts.
@@ -191,6 +198,7 @@ def pretrain_backbone(
                     "step": step,
                     "loss": float(np.mean(losses)) if losses else None,
                     "seconds": round(time.perf_counter() - start, 1),
+                    "lr": optimizer.param_groups[0]["lr"],
                 }
                 losses = []
                 if held_out and (step % config.eval_every == 0 or step == config.steps):
