@@ -45,11 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data.loading import open_dataset
     from ..data.transforms import LargeScaleJitter
     from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
-    from ..processing.image_processor import Mask2FormerImageProcessor
     from ..training.data import TrainSamples, collate
     from ..training.presets import model_config
     from ..training.pretrain import MaskPooledClassifier, PretrainConfig, pretrain_backbone
-    from .train import _id2label, _set_task
+    from .train import _id2label, _set_task, _training_processor, _validation_set
 
     torch.manual_seed(args.seed)
     open_args = dict(task=args.task, image_size=args.image_size)
@@ -65,9 +64,8 @@ def run(args: argparse.Namespace) -> int:
     train_data = TrainSamples(train_set, transform, seed=args.seed)
     held_out = None
     if args.eval_images:
-        val_name = "shapes" if args.data == "shapes" else args.data
         val = TrainSamples(
-            open_dataset(val_name, num=args.eval_images, seed=99991, **open_args),
+            _validation_set(args),
             LargeScaleJitter(args.crop, 1.0, 1.0, flip_prob=0.0),
         )
         items = [val[(0, i)] for i in range(min(args.eval_images, len(val)))]
@@ -90,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
         thing_labels=thing_labels or None,
     )
     model.save_pretrained(args.out)
-    Mask2FormerImageProcessor(
-        size={"shortest_edge": args.crop, "longest_edge": 4 * args.crop}
-    ).save_pretrained(args.out)
+    _training_processor(args.crop).save_pretrained(args.out)
     print(
         f"model with a pretrained backbone written to {args.out}; last values: {json.dumps(last)}"
     )
