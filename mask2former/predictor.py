@@ -23,12 +23,34 @@ import torch
 from .processing.rle import encode_masks
 from .processing.transforms import to_rgb_array
 
-__all__ = ["Predictor", "SegmentationResult", "ImageError", "TASKS", "segment", "load_image"]
+__all__ = [
+    "Predictor",
+    "SegmentationResult",
+    "ImageError",
+    "TASKS",
+    "segment",
+    "load_image",
+    "model_threshold",
+]
 
 TASKS = ("panoptic", "instance", "semantic")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MIN_SIDE = 8  # smaller images hold less than one feature cell of the backbone's last stage
 MAX_ASPECT = 20.0  # beyond this the resized short side collapses to a few pixels
+
+
+def model_threshold(config: Any, fallback: float) -> float:
+    """The segment score threshold a model declares for testing (``object_mask_threshold`` in its
+    config.json: a small model trained briefly is right with less confidence than the 0.8 the
+    published models use), else ``fallback``."""
+    value = getattr(config, "object_mask_threshold", None)
+    if value is None:
+        return fallback
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(
+            f"config.json: object_mask_threshold must be a number in [0, 1], got {value!r}"
+        )
+    return float(value)
 
 
 class ImageError(ValueError):
@@ -177,12 +199,19 @@ class Predictor:
         ids = getattr(self.model.config, "stuff_label_ids", None)
         return [int(i) for i in ids] if ids else None
 
+    @property
+    def default_threshold(self) -> float:
+        """Minimum segment score when none is given: the model's own test setting
+        (``object_mask_threshold`` in config.json, as detectron2's
+        ``MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD``), else 0.5."""
+        return model_threshold(self.model.config, 0.5)
+
     @torch.inference_mode()
     def predict(
         self,
         images: Union[Any, Sequence[Any]],
         task: Optional[str] = None,
-        threshold: float = 0.5,
+        threshold: Optional[float] = None,
         mask_threshold: float = 0.5,
         overlap_mask_area_threshold: float = 0.8,
         label_ids_to_fuse: Optional[Iterable[int]] = None,
@@ -192,7 +221,8 @@ class Predictor:
 
         Args:
             task: "panoptic", "instance" or "semantic"; default :attr:`default_task`.
-            threshold: minimum score of a kept segment (panoptic, instance).
+            threshold: minimum score of a kept segment (panoptic, instance); default
+                :attr:`default_threshold`.
             mask_threshold, overlap_mask_area_threshold: as in the image processor.
             label_ids_to_fuse: panoptic classes merged into one segment per image; default
                 :attr:`stuff_label_ids`.
@@ -204,6 +234,8 @@ class Predictor:
             One :class:`SegmentationResult` per image, in input order.
         """
         task = task or self.default_task
+        if threshold is None:
+            threshold = self.default_threshold
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if label_ids_to_fuse is None:
@@ -330,7 +362,7 @@ def segment(
     out_dir: Union[str, os.PathLike] = "out",
     model: Union[str, os.PathLike] = "shapes",
     task: Optional[str] = None,
-    threshold: float = 0.5,
+    threshold: Optional[float] = None,
     batch_size: int = 1,
     device: str = "cpu",
     dtype: Optional[str] = None,

@@ -205,7 +205,7 @@ def segment_files(
     out_dir: PathLike = "out",
     model: PathLike = "shapes",
     task: Optional[str] = None,
-    threshold: float = 0.5,
+    threshold: Optional[float] = None,
     batch_size: int = 1,
     device: str = "cpu",
     dtype: Optional[str] = None,

@@ -13,6 +13,7 @@ from mask2former import Mask2FormerForUniversalSegmentation, Mask2FormerImagePro
 from mask2former.cli import main
 from mask2former.data import CocoInstancesDataset, CocoPanopticDataset
 
+from .test_predictor import make_model_dir
 from .test_training import tiny_config
 
 
@@ -67,6 +68,25 @@ def test_evaluate_generated_split(tmp_path, model_dir):
     assert code == 0
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary["seed"] == 12345 and list(summary["results"]) == ["semantic"]
+
+
+def test_evaluate_uses_the_models_threshold_unless_given(tmp_path):
+    def evaluate(model, *extra):
+        out = tmp_path / "r.json"
+        args = ["evaluate", "--model", str(model), "--data", "shapes", "--num", "2", "--task",
+                "panoptic", "--json", str(out), *extra]  # fmt: skip
+        assert main(args) == 0
+        summary = json.loads(out.read_text())
+        return summary["panoptic_threshold"], summary["results"]["panoptic"]
+
+    plain = make_model_dir(tmp_path / "plain")  # a model that does predict segments
+    assert evaluate(plain)[0] == 0.8  # the original's test setting
+    own = make_model_dir(tmp_path / "own", object_mask_threshold=0.0)
+    assert evaluate(own) == evaluate(own, "--threshold", "0")
+    assert evaluate(own)[0] == 0.0
+    # It reached the evaluator: nothing scores above 1, so no segment is predicted there.
+    assert evaluate(own)[1] != evaluate(own, "--threshold", "1")[1]
+    assert evaluate(own, "--threshold", "0.6") == evaluate(plain, "--threshold", "0.6")
 
 
 def test_train_then_resume_from_the_command_line(tmp_path, model_dir):

@@ -27,6 +27,7 @@ def make_model_dir(
     task: Optional[str] = None,
     stuff_label_ids: Optional[Sequence[int]] = None,
     processor: bool = True,
+    object_mask_threshold: Optional[float] = None,
 ) -> str:
     """Write a tiny, deterministic Mask2Former checkpoint folder and return its path."""
     from mask2former import (
@@ -49,6 +50,8 @@ def make_model_dir(
         extras["task"] = task
     if stuff_label_ids is not None:
         extras["stuff_label_ids"] = list(stuff_label_ids)
+    if object_mask_threshold is not None:
+        extras["object_mask_threshold"] = object_mask_threshold
     config = Mask2FormerConfig(
         backbone_config=backbone,
         feature_size=32,
@@ -234,6 +237,28 @@ def test_defaults_come_from_the_config(tmp_path):
 
     with open(os.path.join(path, "config.json")) as f:
         assert json.load(f)["task"] == "semantic"
+
+
+def test_threshold_defaults_to_the_models_own(predictor, tmp_path):
+    from mask2former.predictor import Predictor
+
+    image = scene(4)
+    assert predictor.default_threshold == 0.5
+    scores = [s["score"] for s in predictor.predict(image, threshold=0.0)[0].segments]
+    kept = lambda res: sorted(s["score"] for s in res.segments)  # noqa: E731
+    # The median score keeps a different set of segments than 0.5 does.
+    own_value = float(np.median(scores))
+    assert kept(predictor.predict(image, threshold=own_value)[0]) != kept(
+        predictor.predict(image)[0]
+    )
+    own = Predictor.from_pretrained(make_model_dir(tmp_path / "m", object_mask_threshold=own_value))
+    assert own.default_threshold == own_value
+    assert kept(own.predict(image)[0]) == kept(predictor.predict(image, threshold=own_value)[0])
+    # An explicit threshold wins over the model's.
+    assert kept(own.predict(image, threshold=0.5)[0]) == kept(predictor.predict(image)[0])
+    bad = Predictor.from_pretrained(make_model_dir(tmp_path / "bad", object_mask_threshold=1.5))
+    with pytest.raises(ValueError, match="object_mask_threshold must be a number in"):
+        bad.predict(image)
 
 
 def test_stuff_classes_are_fused_by_default(model_dir, tmp_path):

@@ -33,7 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-images", type=int, default=None, help="evaluate at most N images")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threshold", type=float, default=0.8, help="panoptic score threshold")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="panoptic score threshold (default: the model's object_mask_threshold, else 0.8, "
+        "the original's test setting)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=_DTYPES)
     parser.add_argument("--per-class", action="store_true", help="print per-class tables")
@@ -49,12 +55,16 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import write_json
     from ..evaluation.runner import TASKS, evaluate_model
     from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
+    from ..predictor import model_threshold
     from ..processing.image_processor import Mask2FormerImageProcessor
 
     start = time.perf_counter()
     dtype = getattr(torch, args.dtype)
     model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model, torch_dtype=dtype)
     processor = _processor(args.model, Mask2FormerImageProcessor)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = model_threshold(model.config, 0.8)
     tasks = args.task or _default_tasks(args.data)
     dataset = open_dataset(args.data, task=tasks[0], num=args.num, seed=args.seed)
     results = evaluate_model(
@@ -64,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         tasks=[t for t in TASKS if t in tasks],
         device=args.device,
         batch_size=args.batch_size,
-        threshold=args.threshold,
+        threshold=threshold,
         max_images=args.max_images,
         save_predictions=args.save_predictions,
         progress=True,
@@ -82,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "seed": args.seed if args.data == "shapes" else None,
         "dtype": args.dtype,
+        "panoptic_threshold": threshold,
         "results": results,
     }
     if args.json:
@@ -89,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"results written to {args.json}")
     headline = []
     if "panoptic" in results:
-        headline.append(f"PQ {results['panoptic']['PQ']:.1f}")
+        headline.append(f"PQ {results['panoptic']['PQ']:.1f} (threshold {threshold:g})")
     if "instance" in results:
         headline.append(f"mask AP {results['instance']['AP']:.1f}")
     if "semantic" in results:

@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
+        default=None,
         metavar="F",
-        help="minimum segment score, panoptic and instance (default: 0.5)",
+        help="minimum segment score, panoptic and instance (default: the model's "
+        "object_mask_threshold, else 0.5)",
     )
     parser.add_argument(
         "--batch-size",
