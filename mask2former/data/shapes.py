@@ -64,8 +64,13 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
     return np.asarray(img)[cell : cell + h, cell : cell + w]
 
 
-def _texture(name: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """(H, W, 3) float32 texture of one stuff class; base colours are jittered per image."""
+def _texture(name: str, rng: np.random.Generator, h: int, w: int, where: np.ndarray) -> np.ndarray:
+    """(n, 3) float32 colours of one stuff class's texture at the flat pixel indices ``where``.
+
+    The texture's random fields are drawn for the whole (H, W) image (so the draws, and thus
+    every other pixel of the image, do not depend on the band's shape); only the 3-channel
+    colour arithmetic is done for the band's own pixels. Base colours are jittered per image.
+    """
     yy = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
     xx = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
     jitter = rng.uniform(-20, 20, size=3).astype(np.float32)
@@ -73,21 +78,22 @@ def _texture(name: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         # Vertical gradient with soft white clouds.
         top = np.array([70, 130, 215], np.float32) + jitter
         bottom = np.array([170, 210, 245], np.float32) + jitter
-        base = top + (bottom - top) * yy[..., None]
-        clouds = np.clip(_smooth_noise(rng, h, w, 32) - 0.3, 0, None)[..., None]
-        return base + clouds * np.float32(70.0)
+        base = top + (bottom - top) * yy[where // w]
+        clouds = np.clip(_smooth_noise(rng, h, w, 32) - 0.3, 0, None).reshape(-1)[where]
+        return base + clouds[:, None] * np.float32(70.0)
     if name == "grass":
         # Fine high-frequency noise with vertical blade streaks.
         base = np.array([60, 150, 50], np.float32) + jitter
         blades = _smooth_noise(rng, h, w, 2) * 18 + np.sin(xx * rng.uniform(60, 120) * np.pi) * 8
         patch = _smooth_noise(rng, h, w, 24) * 12
-        return base + (blades + patch)[..., None] * np.array([0.6, 1.0, 0.4], np.float32)
+        field = (blades + patch).reshape(-1)[where]
+        return base + field[:, None] * np.array([0.6, 1.0, 0.4], np.float32)
     # water: horizontal ripples.
     base = np.array([30, 90, 170], np.float32) + jitter
     freq = rng.uniform(25, 45)
     phase = _smooth_noise(rng, h, w, 16) * 1.5
-    ripples = np.sin(yy * freq * np.pi + phase + xx * 3.0) * 20
-    return base + ripples[..., None] * np.array([0.5, 0.8, 1.0], np.float32)
+    ripples = (np.sin(yy * freq * np.pi + phase + xx * 3.0) * 20).reshape(-1)[where]
+    return base + ripples[:, None] * np.array([0.5, 0.8, 1.0], np.float32)
 
 
 def _stuff_layout(rng: np.random.Generator, h: int, w: int) -> Tuple[np.ndarray, List[str]]:
@@ -148,6 +154,7 @@ def _place_things(
     """
     h, w = ids.shape
     side = min(h, w)
+    pixels = image.reshape(-1, 3)  # views: flat pixel index -> RGB
     placed: List[Tuple[int, str]] = []
     visible: Dict[int, int] = {}
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
@@ -173,16 +180,17 @@ def _place_things(
         visible[next_id] = area
         # Random colour far enough from the background under it, with a soft linear shading so
         # the fill is not perfectly flat.
-        under = image[mask].mean(axis=0)
+        where = np.flatnonzero(mask)
+        ys, xs = np.divmod(where, w)
+        under = pixels[where].mean(axis=0)
         for _c in range(10):
             colour = rng.uniform(0, 255, size=3)
             if np.abs(colour - under).sum() > 120:
                 break
-        ys, xs = np.nonzero(mask)
         direction = rng.uniform(-1, 1, size=2) / side
         shade = 1.0 + (xs - cx) * direction[0] + (ys - cy) * direction[1]
-        image[ys, xs] = colour[None, :] * shade[:, None]
-        ids[mask] = next_id
+        pixels[where] = colour[None, :] * shade[:, None]
+        ids.reshape(-1)[where] = next_id
         placed.append((next_id, name))
         next_id += 1
     return placed
@@ -200,9 +208,10 @@ def render_shapes(seed: int, index: int, config: ShapesConfig = ShapesConfig()) 
     h, w = config.height, config.width
     bands, names = _stuff_layout(rng, h, w)
     image = np.zeros((h, w, 3), dtype=np.float32)
+    pixels = image.reshape(-1, 3)  # a view: flat pixel index -> RGB
     for k, name in enumerate(names):
-        sel = bands == k
-        image[sel] = _texture(name, rng, h, w)[sel]
+        where = np.flatnonzero(bands == k)
+        pixels[where] = _texture(name, rng, h, w, where)
     ids = bands + 1  # stuff segment ids 1..n_bands
     things = _place_things(rng, config, image, ids, next_id=len(names) + 1)
     image += rng.standard_normal(size=image.shape, dtype=np.float32) * np.float32(config.noise_std)
