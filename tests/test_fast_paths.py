@@ -76,9 +76,10 @@ def test_deformable_module_matches_plain_formula():
     x = torch.randn(2, total, dim, dtype=torch.float64)
     pos = torch.randn(2, total, dim, dtype=torch.float64)
     ref = torch.rand(2, total, levels, 2, dtype=torch.float64)
-    out, weights = module(x, pos, ref, SHAPES)  # with autograd: the grid_sample path
+    x.requires_grad_()
+    out, weights = module(x, pos, ref, SHAPES)  # with autograd: the gather's own backward
     with torch.no_grad():
-        out_gather, _ = module(x, pos, ref, SHAPES)  # inference: the gather path
+        out_gather, _ = module(x, pos, ref, SHAPES)  # inference: embedding_bag alone
 
     # The textbook formulation, written out.
     q = x + pos
@@ -94,6 +95,31 @@ def test_deformable_module_matches_plain_formula():
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
     torch.testing.assert_close(out_gather, expected.detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(weights, attn, rtol=0, atol=1e-12)
+    # Gradients of the module's path (input and every parameter) equal autograd through
+    # grid_sample.
+    grad = torch.randn_like(out)
+    params = [x, *module.parameters()]
+    for got, want in zip(
+        torch.autograd.grad(out, params, grad, retain_graph=True),
+        torch.autograd.grad(expected, params, grad),
+    ):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+
+
+def test_gather_msda_bfloat16_gradients():
+    """A bfloat16 table (autocast training) gets gradients of its dtype, close to float32's."""
+    value, loc, weights = (t.requires_grad_() for t in _msda_inputs(dtype=torch.float32))
+    grad = torch.randn(2, 7, 4 * 8)
+    want = torch.autograd.grad(
+        multi_scale_deformable_attention(value, SHAPES, loc, weights), (value, loc), grad
+    )
+    value16 = value.detach().bfloat16().requires_grad_()
+    out16 = multi_scale_deformable_attention(value16, SHAPES, loc, weights)
+    got = torch.autograd.grad(out16, (value16, loc), grad.bfloat16())
+    assert got[0].dtype == torch.bfloat16
+    for a, b in zip(got, want):
+        scale = float(b.abs().max())
+        torch.testing.assert_close(a.float(), b, rtol=0, atol=0.03 * scale)
 
 
 @pytest.mark.parametrize("size", [(5, 7), (12, 12)])
