@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--init", default=None, help="fine-tune this model (folder, name, hub id)")
     model.add_argument("--num-points", type=int, default=None, help="points per mask in the loss")
+    model.add_argument(
+        "--mask-loss",
+        default=None,
+        choices=["points", "dense"],
+        help="mask loss and matching on points chosen by uncertainty (the original) or on every "
+        "cell of the predicted masks (cheaper for small inputs; default: the model's setting)",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--out", required=True, help="output folder (checkpoints, logs, final model)")
     opt.add_argument("--steps", type=int, default=1000)
@@ -136,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     _set_task(config, train_set, args.task)
     if args.num_points:
         config.train_num_points = args.num_points
+    if args.mask_loss:
+        config.mask_loss_sampling = args.mask_loss
     if model is None:
         model = Mask2FormerForUniversalSegmentation(config)
     processor = _training_processor(args.crop)

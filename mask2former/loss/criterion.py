@@ -8,6 +8,11 @@ Per prediction (the final one and, with ``config.use_auxiliary_loss``, every int
 3. ``loss_mask`` / ``loss_dice``: sigmoid BCE and dice between each matched mask and its target on
    ``train_num_points`` points chosen by uncertainty, each summed and divided by ``num_masks``.
 
+With ``config.mask_loss_sampling = "dense"`` the matcher and the mask losses compare masks on every
+cell of the predicted (stride-4) masks instead, against the targets reduced to that grid by area
+(each cell's target is the share of it the mask covers). For small inputs that is cheaper than the
+point sampling and gives every small object all of its cells; no random numbers are drawn.
+
 ``num_masks`` is the number of targets in the batch, averaged over processes under
 ``torch.distributed`` and clamped to >= 1 (the reference does neither, so a batch without targets
 gives NaN there). The weighted sum (``class_weight``/``mask_weight``/``dice_weight``) is computed
@@ -38,7 +43,18 @@ from torch import Tensor, nn
 from .matcher import HungarianMatcher, NonFiniteCostError
 from .point_sampling import point_sample, sample_uncertain_points
 
-__all__ = ["Mask2FormerLoss", "validate_targets", "average_num_masks", "weight_losses"]
+__all__ = [
+    "Mask2FormerLoss",
+    "MASK_LOSS_SAMPLING",
+    "dense_targets",
+    "validate_targets",
+    "average_num_masks",
+    "weight_losses",
+]
+
+#: How the mask losses and the matcher compare masks: on ``train_num_points`` points chosen by
+#: uncertainty (the original), or on every cell of the predicted masks.
+MASK_LOSS_SAMPLING = ("points", "dense")
 
 _INDEX_SUFFIX = re.compile(r"_\d+$")
 
@@ -164,8 +180,9 @@ class Mask2FormerLoss(nn.Module):
     Args:
         config: a ``Mask2FormerConfig``; reads ``num_labels``, ``no_object_weight``,
             ``class_weight``, ``mask_weight``, ``dice_weight``, ``train_num_points``,
-            ``oversample_ratio``, ``importance_sample_ratio``, ``use_auxiliary_loss`` (read at
-            every call) and the optional ``matcher_class_cost``.
+            ``oversample_ratio``, ``importance_sample_ratio``, ``use_auxiliary_loss`` and
+            ``mask_loss_sampling`` (both read at every call; the latter is an extra key of
+            config.json, "points" when absent) and the optional ``matcher_class_cost``.
         cost_class: class-cost weight of the matcher. ``None`` takes
             ``config.matcher_class_cost`` if the config has it, else 1.0 as in the reference
             (the original recipe uses ``class_weight``, 2.0). An extra ``matcher_class_cost``
@@ -188,6 +205,7 @@ class Mask2FormerLoss(nn.Module):
         self.register_buffer("empty_weight", empty_weight)
 
         self.num_points = int(config.train_num_points)
+        self._sampling()  # fail at construction on a bad setting
         self.oversample_ratio = float(config.oversample_ratio)
         self.importance_sample_ratio = float(config.importance_sample_ratio)
         if self.oversample_ratio < 1 or not 0 <= self.importance_sample_ratio <= 1:
@@ -251,21 +269,38 @@ class Mask2FormerLoss(nn.Module):
 
         # Computed once (one collective under torch.distributed) and shared by all predictions.
         num_masks = average_num_masks(class_labels, masks_queries_logits.device)
+        targets = None
+        if self._sampling() == "dense":  # every prediction has the final one's grid
+            targets = dense_targets(mask_labels, masks_queries_logits.shape[-2:])
         losses: Dict[str, Tensor] = {}
         for k, (masks, classes) in enumerate(predictions):
             try:
-                indices = self.matcher(masks, classes, mask_labels, class_labels)
+                if targets is None:
+                    indices = self.matcher(masks, classes, mask_labels, class_labels)
+                else:
+                    indices = self.matcher.forward_dense(masks, classes, targets, class_labels)
             except NonFiniteCostError as e:
                 if k == 0:
                     raise
                 raise NonFiniteCostError(f"auxiliary prediction {k - 1}: {e}", e.image_index) from e
-            terms = {
-                **self.loss_masks(masks, mask_labels, indices, num_masks),
-                **self.loss_labels(classes, class_labels, indices),
-            }
+            if targets is None:
+                mask_terms = self.loss_masks(masks, mask_labels, indices, num_masks)
+            else:
+                mask_terms = self.loss_masks_dense(masks, targets, indices, num_masks)
+            terms = {**mask_terms, **self.loss_labels(classes, class_labels, indices)}
             suffix = "" if k == 0 else f"_{k - 1}"
             losses.update({f"{name}{suffix}": value for name, value in terms.items()})
         return losses
+
+    def _sampling(self) -> str:
+        """``config.mask_loss_sampling`` (read at every call, like ``use_auxiliary_loss``)."""
+        sampling = getattr(self.config, "mask_loss_sampling", "points")
+        if sampling not in MASK_LOSS_SAMPLING:
+            raise ValueError(
+                f"Mask2FormerLoss: mask_loss_sampling must be one of {MASK_LOSS_SAMPLING}, got "
+                f"{sampling!r}"
+            )
+        return sampling
 
     def weighted_total(self, loss_dict: Mapping[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """``(total, weighted_terms)`` of :meth:`forward`'s output with the config's weights."""
@@ -329,16 +364,31 @@ class Mask2FormerLoss(nn.Module):
             )  # (N, P, 2)
             point_labels = self._sample_targets(mask_labels, indices, coords, pred_masks.dtype)
         point_logits = point_sample(pred_masks, coords)[:, 0]  # (N, P)
+        return _bce_and_dice(point_logits, point_labels, num_masks)
 
-        bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none")
-        probs = point_logits.sigmoid()
-        numerator = 2 * (probs * point_labels).sum(-1)
-        denominator = probs.sum(-1) + point_labels.sum(-1)
-        dice = 1 - (numerator + 1) / (denominator + 1)
-        return {
-            "loss_mask": bce.mean(1).sum() / num_masks,
-            "loss_dice": dice.sum() / num_masks,
-        }
+    def loss_masks_dense(
+        self,
+        masks_queries_logits: Tensor,
+        targets: Sequence[Tensor],
+        indices: List[Tuple[Tensor, Tensor]],
+        num_masks: Tensor,
+    ) -> Dict[str, Tensor]:
+        """:meth:`loss_masks` over every cell of the predicted masks (``mask_loss_sampling``
+        "dense"): BCE against the share of each cell a target covers, and dice.
+
+        Args:
+            masks_queries_logits: ``(B, Q, h, w)``.
+            targets: per image ``(n_i, h * w)`` from :func:`dense_targets`.
+            indices: the matcher's ``(query_indices, target_indices)`` per image.
+            num_masks: 0-d normalizer.
+        """
+        device = masks_queries_logits.device
+        image_idx, query_idx = _prediction_index(indices, device)
+        logits = masks_queries_logits[image_idx, query_idx].flatten(1)  # (N, h * w)
+        labels = torch.cat([t[tgt.to(t.device)] for t, (_, tgt) in zip(targets, indices)]).to(
+            device=device, dtype=logits.dtype
+        )
+        return _bce_and_dice(logits, labels, num_masks)
 
     @staticmethod
     def _sample_targets(
@@ -389,3 +439,29 @@ def _prediction_index(
     image_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
     query_idx = torch.cat([src for src, _ in indices])
     return image_idx.to(device), query_idx.to(device)
+
+
+def _bce_and_dice(logits: Tensor, labels: Tensor, num_masks: Tensor) -> Dict[str, Tensor]:
+    """``loss_mask`` (BCE averaged over the values of each mask) and ``loss_dice``, each summed
+    over the ``N`` masks and divided by ``num_masks``; logits and labels ``(N, P)``."""
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    probs = logits.sigmoid()
+    numerator = 2 * (probs * labels).sum(-1)
+    denominator = probs.sum(-1) + labels.sum(-1)
+    dice = 1 - (numerator + 1) / (denominator + 1)
+    return {"loss_mask": bce.mean(1).sum() / num_masks, "loss_dice": dice.sum() / num_masks}
+
+
+def dense_targets(mask_labels: Sequence[Tensor], size: Sequence[int]) -> List[Tensor]:
+    """Target masks reduced to the predictions' ``(h, w)`` grid: per image ``(n_i, h * w)``,
+    the share of each cell a target covers (area averaging, exact block means when the masks
+    are a multiple of the grid, as the model input is of its stride-4 masks)."""
+    h, w = int(size[0]), int(size[1])
+    out = []
+    for masks in mask_labels:
+        masks = masks.float() if not masks.is_floating_point() else masks
+        if masks.shape[0] == 0:
+            out.append(masks.new_zeros(0, h * w))
+            continue
+        out.append(F.adaptive_avg_pool2d(masks[None], (h, w))[0].flatten(1))
+    return out

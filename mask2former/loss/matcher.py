@@ -129,7 +129,7 @@ class HungarianMatcher(nn.Module):
         Raises:
             NonFiniteCostError: an image's cost matrix contains NaN or inf.
         """
-        batch_size, num_queries = masks_queries_logits.shape[:2]
+        batch_size = masks_queries_logits.shape[0]
         device = masks_queries_logits.device
         dtype = masks_queries_logits.dtype
         counts = [int(labels.shape[0]) for labels in class_labels]
@@ -146,14 +146,68 @@ class HungarianMatcher(nn.Module):
         # Queries are channels here: one grid_sample for the whole batch, (B, Q, P).
         pred_points = point_sample(masks_queries_logits, coords)
         target_points = masks_queries_logits.new_zeros(batch_size, max_targets, self.num_points)
+        for i, masks in enumerate(mask_labels):
+            if counts[i]:
+                # Targets of different images may differ in size, so they are sampled per image.
+                masks = masks.to(device=device, dtype=dtype)
+                target_points[i, : counts[i]] = point_sample(masks[None], coords[i : i + 1])[0]
+        return self._assign(
+            pred_points, class_queries_logits, masks_queries_logits, target_points, class_labels
+        )
+
+    @torch.no_grad()
+    def forward_dense(
+        self,
+        masks_queries_logits: Tensor,
+        class_queries_logits: Tensor,
+        dense_targets: Sequence[Tensor],
+        class_labels: Sequence[Tensor],
+    ) -> List[Tuple[Tensor, Tensor]]:
+        """:meth:`forward` with the mask costs over every pixel of the predicted masks instead of
+        random points (no random numbers are drawn).
+
+        Args:
+            masks_queries_logits: ``(B, Q, h, w)`` predicted mask logits.
+            class_queries_logits: ``(B, Q, C+1)``.
+            dense_targets: ``B`` tensors ``(n_i, h * w)``: the target masks reduced to the
+                predictions' grid (:func:`~mask2former.loss.criterion.dense_targets`, the share
+                of each cell that a target covers).
+            class_labels: ``B`` long tensors ``(n_i,)``.
+        """
+        batch_size, _, h, w = masks_queries_logits.shape
+        counts = [int(labels.shape[0]) for labels in class_labels]
+        max_targets = max(counts, default=0)
+        if max_targets == 0:
+            empty = torch.empty(0, dtype=torch.int64)
+            return [(empty, empty) for _ in range(batch_size)]
+        pred_points = masks_queries_logits.flatten(2)
+        target_points = pred_points.new_zeros(batch_size, max_targets, h * w)
+        for i, targets in enumerate(dense_targets):
+            if counts[i]:
+                target_points[i, : counts[i]] = targets.to(pred_points.dtype)
+        return self._assign(
+            pred_points, class_queries_logits, masks_queries_logits, target_points, class_labels
+        )
+
+    def _assign(
+        self,
+        pred_points: Tensor,
+        class_queries_logits: Tensor,
+        masks_queries_logits: Tensor,
+        target_points: Tensor,
+        class_labels: Sequence[Tensor],
+    ) -> List[Tuple[Tensor, Tensor]]:
+        """Costs of every pair from mask values at shared locations, then one assignment per
+        image. pred_points (B, Q, P); target_points (B, N, P), zero-padded to the largest
+        target count N."""
+        batch_size = pred_points.shape[0]
+        device = pred_points.device
+        counts = [int(labels.shape[0]) for labels in class_labels]
+        max_targets = target_points.shape[1]
         target_classes = torch.zeros(batch_size, max_targets, dtype=torch.int64, device=device)
-        for i, (masks, labels) in enumerate(zip(mask_labels, class_labels)):
-            if counts[i] == 0:
-                continue
-            # Targets of different images may differ in size, so they are sampled per image.
-            masks = masks.to(device=device, dtype=dtype)
-            target_points[i, : counts[i]] = point_sample(masks[None], coords[i : i + 1])[0]
-            target_classes[i, : counts[i]] = labels.to(device)
+        for i, labels in enumerate(class_labels):
+            if counts[i]:
+                target_classes[i, : counts[i]] = labels.to(device)
 
         class_probs = class_queries_logits.softmax(-1)
         cost_class, cost_mask, cost_dice = _pairwise_costs(
