@@ -102,6 +102,28 @@ def test_train_then_resume_from_the_command_line(tmp_path, model_dir):
     assert (tmp_path / "run" / "final" / "preprocessor_config.json").is_file()
 
 
+def test_train_mask_loss_flag_is_used_and_saved(tmp_path, model_dir, monkeypatch):
+    """--mask-loss dense reaches the criterion (the dense targets are built) and is written into
+    the trained model's config.json, so fine-tuning it again keeps the setting."""
+    from mask2former.loss import criterion
+
+    calls = []
+    original = criterion.dense_targets
+    monkeypatch.setattr(
+        criterion, "dense_targets", lambda *a: calls.append(1) or original(*a), raising=True
+    )
+    out = tmp_path / "run"
+    args = ["train", "--init", str(model_dir), "--out", str(out), "--mask-loss", "dense",
+            "--steps", "1", "--batch-size", "2", "--num-train", "4", "--image-size", "64",
+            "--crop", "64", "--eval-images", "0", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert calls  # the dense path ran
+    saved = json.loads((out / "final" / "config.json").read_text())
+    assert saved["mask_loss_sampling"] == "dense"
+    again = Mask2FormerForUniversalSegmentation.from_pretrained(out / "final")
+    assert again.config.mask_loss_sampling == "dense"
+
+
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mask2former", "evaluate", "--model", str(tmp_path / "nope")],

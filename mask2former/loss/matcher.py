@@ -7,6 +7,8 @@ For each image, every (query, target) pair gets a cost
 where the mask terms are computed on ``num_points`` uniformly random points shared by the
 predictions and the targets of that image, and ``scipy.optimize.linear_sum_assignment`` picks the
 one-to-one assignment of least total cost. Queries left unassigned are "no object".
+:meth:`HungarianMatcher.forward_dense` computes the mask terms on every cell of the predicted
+masks instead (the criterion's ``mask_loss_sampling="dense"``).
 
 The costs of the whole batch are computed with batched tensor ops and moved to the CPU once;
 only the assignment itself runs per image. Random points are drawn per image, one
