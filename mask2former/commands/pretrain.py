@@ -15,6 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="shapes", help="dataset folder or 'shapes' (generated)")
     parser.add_argument("--task", default="panoptic", choices=["panoptic", "instance", "semantic"])
     parser.add_argument("--num-train", type=int, default=20000, help="generated training images")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep every training sample in memory after its first read (about 0.35 MB per "
+        "256x256 image): each image is generated or decoded once",
+    )
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated images")
     parser.add_argument("--image-size", type=int, default=256, help="side of generated images")
     parser.add_argument("--crop", type=int, default=256, help="training crop size (256)")
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..data.cache import CachedDataset
     from ..data.loading import open_dataset
     from ..data.transforms import LargeScaleJitter
     from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
@@ -54,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     open_args = dict(task=args.task, image_size=args.image_size)
     train_set = open_dataset(args.data, num=args.num_train, seed=args.data_seed, **open_args)
     id2label = _id2label(train_set)
+    if args.cache:
+        train_set = CachedDataset(train_set)
     config = model_config(args.model_config, id2label)
     thing_labels = _set_task(config, train_set, args.task)
     model = Mask2FormerForUniversalSegmentation(config)

@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the model is for: chooses the annotations and the default inference task",
     )
     data.add_argument("--num-train", type=int, default=2000, help="generated training images")
+    data.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep every training sample in memory after its first read (about 0.35 MB per "
+        "256x256 image; with --workers 0): each image is generated or decoded once",
+    )
     data.add_argument("--data-seed", type=int, default=0, help="seed of the generated images")
     data.add_argument("--image-size", type=int, default=256, help="side of generated images")
     data.add_argument("--crop", type=int, default=256, help="training crop size (256)")
@@ -115,6 +121,7 @@ def _training_processor(crop: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.cache import CachedDataset
     from ..data.loading import open_dataset
     from ..data.transforms import LargeScaleJitter, ResizeShortestEdgeCrop
     from ..evaluation.runner import evaluate_model
@@ -132,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
     )
     id2label = _id2label(train_set)
+    if args.cache:
+        train_set = CachedDataset(train_set)
     if args.init:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(
             args.init, ignore_mismatched_sizes=True, id2label=id2label
