@@ -62,6 +62,7 @@ def test_callers_cannot_change_the_cache():
     first["masks"][:] = True
     first["panoptic"][:] = 99
     first["segments_info"][0]["area"] = -1
+    first["segments_info"][0]["bbox"][0] = -5  # nested values too
     _assert_same_sample(cached[0], expected)
 
 

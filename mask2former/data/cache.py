@@ -10,13 +10,17 @@ shapes sample takes about 0.35 MB.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+import copy
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
 __all__ = ["CachedDataset"]
 
-_PACKED = "__packed_masks__"
+# A stored value: (kind, data, extra). "bits": masks packed along the last axis, extra = its
+# length; "int": an id or class map downcast, extra = its dtype; "array": any other array;
+# "object": anything else (lists of segment dicts, strings, numbers), deep-copied on reads.
+_Entry = Tuple[str, Any, Any]
 
 
 def _smallest_int(array: np.ndarray) -> np.ndarray:
@@ -33,7 +37,7 @@ def _smallest_int(array: np.ndarray) -> np.ndarray:
 class CachedDataset:
     """``dataset`` with every sample kept in memory after its first read.
 
-    Reads return fresh arrays equal to the wrapped dataset's sample (same keys, values, dtypes
+    Reads return fresh values equal to the wrapped dataset's sample (same keys, values, dtypes
     and shapes), so callers may modify them. Attributes other than indexing and ``len`` (for
     example ``categories`` and ``label_names``) are the wrapped dataset's. Each process has its
     own cache: use it with in-process data loading (``--workers 0``), where a multi-epoch run
@@ -45,7 +49,7 @@ class CachedDataset:
 
     def __init__(self, dataset: Sequence[Dict[str, Any]]):
         self.dataset = dataset
-        self._store: Dict[int, Dict[str, Any]] = {}
+        self._store: Dict[int, Dict[str, _Entry]] = {}
         self.nbytes = 0
 
     def __len__(self) -> int:
@@ -63,45 +67,29 @@ class CachedDataset:
         index %= n
         stored = self._store.get(index)
         if stored is None:
-            stored = self._pack(self.dataset[index])
+            stored = {key: _pack(key, value) for key, value in self.dataset[index].items()}
             self._store[index] = stored
-            self.nbytes += sum(v.nbytes for v in _arrays(stored))
-        return self._unpack(stored)
-
-    @staticmethod
-    def _pack(sample: Dict[str, Any]) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for key, value in sample.items():
-            if key == "masks":
-                masks = np.asarray(value, dtype=bool)
-                out[_PACKED] = (np.packbits(masks, axis=-1), masks.shape)
-            elif isinstance(value, np.ndarray) and value.ndim == 2 and value.dtype.kind in "iu":
-                out[key] = (_smallest_int(value), value.dtype)  # an id or class map
-            else:
-                out[key] = value
-        return out
-
-    @staticmethod
-    def _unpack(stored: Dict[str, Any]) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for key, value in stored.items():
-            if key == _PACKED:
-                packed, shape = value
-                out["masks"] = np.unpackbits(packed, axis=-1, count=shape[-1]).astype(bool)
-            elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.dtype):
-                out[key] = value[0].astype(value[1])
-            elif isinstance(value, np.ndarray):
-                out[key] = value.copy()
-            elif isinstance(value, list):
-                out[key] = [dict(v) if isinstance(v, dict) else v for v in value]
-            else:
-                out[key] = value
-        return out
+            self.nbytes += sum(d.nbytes for kind, d, _ in stored.values() if kind != "object")
+        return {key: _unpack(entry) for key, entry in stored.items()}
 
 
-def _arrays(stored: Dict[str, Any]):
-    for value in stored.values():
-        if isinstance(value, np.ndarray):
-            yield value
-        elif isinstance(value, tuple) and value and isinstance(value[0], np.ndarray):
-            yield value[0]
+def _pack(key: str, value: Any) -> _Entry:
+    if key == "masks":
+        masks = np.asarray(value, dtype=bool)
+        return "bits", np.packbits(masks, axis=-1), masks.shape[-1]
+    if isinstance(value, np.ndarray):
+        if value.ndim == 2 and value.dtype.kind in "iu":
+            return "int", _smallest_int(value), value.dtype
+        return "array", value, None
+    return "object", value, None
+
+
+def _unpack(entry: _Entry) -> Any:
+    kind, data, extra = entry
+    if kind == "bits":
+        return np.unpackbits(data, axis=-1, count=extra).astype(bool)
+    if kind == "int":
+        return data.astype(extra)
+    if kind == "array":
+        return data.copy()
+    return copy.deepcopy(data)
