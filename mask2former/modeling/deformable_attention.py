@@ -86,13 +86,18 @@ class _WeightedRowSum(torch.autograd.Function):
         table, index, weight = ctx.saved_tensors
         bags, taps = index.shape
         rows = table.shape[0]
-        flat = index.reshape(-1).long()
+        # bilinear_taps gives int32 rows whenever they fit: kept as they are, they serve as
+        # CSR column indices and as sort keys without a copy (a 32-bit stable sort takes about
+        # half the time of an int64 one).
+        flat = index.reshape(-1)
+        if flat.numel() >= 2**31:  # the CSR row pointers must hold the tap count
+            flat = flat.long()
         grad = grad.contiguous()
         grad_table = grad_weight = None
         if ctx.needs_input_grad[2]:
             # sampled_addmm has no bfloat16 / float16 kernel on the CPU.
             work = torch.promote_types(grad.dtype, torch.float32)
-            crow = torch.arange(0, bags * taps + 1, taps, device=grad.device)
+            crow = torch.arange(0, bags * taps + 1, taps, device=grad.device, dtype=flat.dtype)
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 pattern = torch.sparse_csr_tensor(
@@ -103,15 +108,16 @@ class _WeightedRowSum(torch.autograd.Function):
                 )
             grad_weight = grad_weight.values().view(bags, taps).to(weight.dtype)
         if ctx.needs_input_grad[0]:
-            sorted_rows, order = torch.sort(flat)
+            sorted_rows, order = torch.sort(flat, stable=True)
             starts = torch.zeros(rows, dtype=torch.int64, device=grad.device)
             starts[1:] = torch.bincount(sorted_rows, minlength=rows).cumsum(0)[:-1]
+            tap_weight = weight.reshape(-1)[order]
             grad_table = F.embedding_bag(
-                torch.div(order, taps, rounding_mode="floor"),
+                order.div_(taps, rounding_mode="floor"),  # tap -> its bag
                 grad,
                 starts,
                 mode="sum",
-                per_sample_weights=weight.reshape(-1)[order],
+                per_sample_weights=tap_weight,
             )
         return grad_table, None, grad_weight
 
