@@ -142,6 +142,27 @@ def test_pretrain_command_then_train_init(tmp_path):
     assert ours[key].shape == tuned.state_dict()[key].shape
 
 
+def test_pretrain_command_is_reproducible(tmp_path):
+    """The same command twice gives the same weights, cached or not (the built-in model's
+    recipe relies on it: its two stages may be run, and timed, apart)."""
+    config = tmp_path / "config.json"
+    config.write_text(tiny_resnet_config().to_json_string())
+    states = []
+    for name, extra in (("a", []), ("b", ["--cache"])):
+        code = main(
+            ["pretrain-backbone", "--out", str(tmp_path / name), "--model-config", str(config),
+             "--num-train", "6", "--image-size", "64", "--crop", "64", "--steps", "4",
+             "--batch-size", "2", "--eval-images", "2", "--eval-every", "2", "--no-progress",
+             *extra]
+        )  # fmt: skip
+        assert code == 0
+        states.append(Mask2FormerForUniversalSegmentation.from_pretrained(tmp_path / name))
+    a, b = (m.state_dict() for m in states)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_pretrain_command_rejects_unknown_preset(tmp_path, capsys):
     code = main(["pretrain-backbone", "--out", str(tmp_path), "--model-config", "nope"])
     err = capsys.readouterr().err
