@@ -111,6 +111,7 @@ class _WeightedRowSum(torch.autograd.Function):
             sorted_rows, order = torch.sort(flat, stable=True)
             starts = torch.zeros(rows, dtype=torch.int64, device=grad.device)
             starts[1:] = torch.bincount(sorted_rows, minlength=rows).cumsum(0)[:-1]
+            # Gathered before ``order`` is divided in place below.
             tap_weight = weight.reshape(-1)[order]
             grad_table = F.embedding_bag(
                 order.div_(taps, rounding_mode="floor"),  # tap -> its bag
