@@ -308,3 +308,40 @@ def test_semantic_where_minor_queries_decide(n_stuff):
     for crop in [(160, 208), (131, 97)]:
         sem = pp.post_process_semantic_segmentation(outputs, image_sizes=[crop])[0]
         assert torch.equal(sem, _naive_semantic(outputs, crop, crop))
+
+
+def test_instance_top_k_pairs():
+    """``top_k`` keeps that many (query, class) pairs: beyond Q a query stands for several
+    classes with its one mask; the default is Q, the reference's choice."""
+    outputs = trained_like(batch=1, queries=10, classes=5, seed=5)
+    probs = outputs.class_queries_logits.softmax(-1)[0, :, :-1]
+
+    def run(**kw):
+        return pp.post_process_instance_segmentation(
+            outputs, threshold=0.0, overlap_mask_area_threshold=-1, return_binary_maps=True, **kw
+        )[0]
+
+    default, ten, thirty = run(), run(top_k=10), run(top_k=30)
+    assert default["segments_info"] == ten["segments_info"]
+    assert len(ten["segments_info"]) <= 10 < len(thirty["segments_info"]) <= 30
+
+    def entries(res):
+        return {
+            (mask.numpy().tobytes(), info["label_id"]): info["score"]
+            for info, mask in zip(res["segments_info"], res["segmentation"])
+        }
+
+    few, many = entries(ten), entries(thirty)
+    assert all(many[key] == score for key, score in few.items())  # the same pairs, same scores
+    # Each kept pair is a top-30 pair, with its query's mask: several classes share a mask.
+    top = {(int(i) // 5, int(i) % 5) for i in probs.flatten().topk(30).indices}
+    up = F.interpolate(outputs.masks_queries_logits, scale_factor=4, mode="bilinear")[0] > 0
+    kept = set()
+    for info, mask in zip(thirty["segments_info"], thirty["segmentation"]):
+        iou = (up & mask).flatten(1).sum(1) / (up | mask).flatten(1).sum(1).clamp(min=1)
+        assert float(iou.max()) > 0.99
+        kept.add((int(iou.argmax()), info["label_id"]))
+    assert kept == {(q, c) for q, c in top if up[q].any()}
+    assert len({q for q, _ in kept}) < len(kept)
+    with pytest.raises(ValueError, match="top_k"):
+        run(top_k=0)

@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="panoptic score threshold (default: the model's object_mask_threshold, else 0.8, "
         "the original's test setting)",
     )
+    parser.add_argument(
+        "--detections",
+        type=int,
+        default=100,
+        help="instance detections kept per image for mask AP: the top (query, class) pairs "
+        "(100, the original's test setting and COCO's maximum)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=_DTYPES)
     parser.add_argument("--per-class", action="store_true", help="print per-class tables")
@@ -75,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         threshold=threshold,
+        detections=args.detections,
         max_images=args.max_images,
         save_predictions=args.save_predictions,
         progress=True,
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed if args.data == "shapes" else None,
         "dtype": args.dtype,
         "panoptic_threshold": threshold,
+        "instance_detections": args.detections,
         "results": results,
     }
     if args.json:

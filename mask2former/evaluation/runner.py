@@ -73,6 +73,7 @@ def evaluate_model(
     batch_size: int = 1,
     threshold: float = 0.8,
     overlap_threshold: float = 0.8,
+    detections: int = 100,
     max_images: Optional[int] = None,
     save_predictions: Optional[str] = None,
     progress: bool = False,
@@ -81,8 +82,10 @@ def evaluate_model(
 
     Panoptic inference fuses each stuff class into one segment and uses ``threshold`` and
     ``overlap_threshold`` (0.8 each, the original's test settings); instance inference keeps the
-    thing classes' top (query, class) detections with their full masks (no threshold, no overlap
-    suppression, as the original; COCO AP ranks them); semantic inference
+    thing classes among the top ``detections`` (query, class) pairs with their full masks (no
+    threshold, no overlap suppression; 100 as the original's test setting, COCO AP's maximum per
+    image; with fewer than 100 queries a query can then stand for more than one class, where the
+    reference keeps only as many pairs as queries); semantic inference
     takes the per-pixel argmax. Returns ``{task: metrics}``.
     """
     unknown = set(tasks) - set(TASKS)
@@ -128,7 +131,7 @@ def evaluate_model(
                 target_sizes=sizes,
             )
         if ap is not None:
-            # As the original's instance inference: top (query, class) pairs with their own
+            # As the original's instance inference: the top (query, class) pairs with their own
             # masks, no score threshold and no overlap suppression; COCO AP ranks them.
             ins = processor.post_process_instance_segmentation(
                 outputs,
@@ -136,6 +139,7 @@ def evaluate_model(
                 overlap_mask_area_threshold=-1.0,
                 target_sizes=sizes,
                 return_binary_maps=True,
+                top_k=detections,
             )
         if miou is not None:
             sem = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)

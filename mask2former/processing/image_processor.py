@@ -350,6 +350,7 @@ class Mask2FormerImageProcessor:
         return_coco_annotation: bool = False,
         return_binary_maps: bool = False,
         image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        top_k: Optional[int] = None,
     ) -> List[Dict[str, Any]]:
         """See :func:`mask2former.processing.postprocess.post_process_instance_segmentation`."""
         return postprocess.post_process_instance_segmentation(
@@ -361,6 +362,7 @@ class Mask2FormerImageProcessor:
             return_coco_annotation=return_coco_annotation,
             return_binary_maps=return_binary_maps,
             image_sizes=image_sizes,
+            top_k=top_k,
         )
 
     def post_process_panoptic_segmentation(

@@ -238,11 +238,14 @@ def post_process_instance_segmentation(
     return_coco_annotation: bool = False,
     return_binary_maps: bool = False,
     image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+    top_k: Optional[int] = None,
 ) -> List[Dict[str, Any]]:
     """One dict per image: ``segmentation`` and ``segments_info``: [{"id", "label_id",
     "was_fused", "score"}], instances sorted by decreasing score, ids 0, 1, ...
 
-    Candidates are the top Q (query, class) pairs by class probability (no-object excluded). A
+    Candidates are the top ``top_k`` (query, class) pairs by class probability (no-object
+    excluded; default Q, the number of queries, as the reference; the original's COCO test
+    setting is 100, so a query may then stand for several classes). A
     candidate's mask is where its mask probability exceeds ``mask_threshold`` (at the input size;
     nearest-resized to the target); its score is class probability x mean mask probability inside
     the mask. Instances with score >= ``threshold`` and a non-empty mask are kept, and among them
@@ -264,7 +267,11 @@ def post_process_instance_segmentation(
     class_logits, mask_logits, crops, targets = _prepare(outputs, target_sizes, image_sizes)
     num_queries, num_classes = class_logits.shape[1], class_logits.shape[2] - 1
     probs = class_logits.softmax(-1)[..., :-1].flatten(1)  # (B, Q*C)
-    top_probs, top_idx = probs.topk(min(num_queries, probs.shape[1]), dim=1)
+    if top_k is None:
+        top_k = num_queries
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    top_probs, top_idx = probs.topk(min(top_k, probs.shape[1]), dim=1)
     # Mask probability means are below 1, so a score >= threshold needs a class probability above it.
     cut = threshold if threshold > 0 else -math.inf
     results = []
