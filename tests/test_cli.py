@@ -70,6 +70,13 @@ def test_evaluate_generated_split(tmp_path, model_dir):
     assert summary["seed"] == 12345 and list(summary["results"]) == ["semantic"]
 
 
+def test_evaluate_rejects_no_detections(model_dir, capsys):
+    code = main(["evaluate", "--model", str(model_dir), "--num", "2", "--detections", "0"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "--detections must be at least 1" in err and "Traceback" not in err
+
+
 def test_evaluate_uses_the_models_threshold_unless_given(tmp_path):
     def evaluate(model, *extra):
         out = tmp_path / "r.json"

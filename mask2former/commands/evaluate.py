@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from ..predictor import model_threshold
     from ..processing.image_processor import Mask2FormerImageProcessor
 
+    if args.detections < 1:
+        raise ValueError("--detections must be at least 1")
     start = time.perf_counter()
     dtype = getattr(torch, args.dtype)
     model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model, torch_dtype=dtype)
