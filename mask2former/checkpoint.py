@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -105,6 +105,23 @@ def _adapt_prefix(state: Dict[str, torch.Tensor], has_head: bool) -> Dict[str, t
     return state
 
 
+def _name_tensors(keys: Sequence[str], limit: int = 8) -> str:
+    """Up to ``limit`` keys by name; more are grouped by layer ("...layers.3.* (22 tensors)"),
+    so that a whole added layer does not fill the terminal."""
+    if len(keys) <= limit:
+        return ", ".join(keys)
+    groups: Dict[str, List[str]] = {}
+    for key in keys:
+        parts = key.split(".")
+        numbered = [i for i, part in enumerate(parts[:-1]) if part.isdigit()]
+        cut = numbered[0] + 1 if numbered else len(parts) - 1
+        groups.setdefault(".".join(parts[:cut]), []).append(key)
+    return ", ".join(
+        members[0] if len(members) == 1 else f"{prefix}.* ({len(members)} tensors)"
+        for prefix, members in groups.items()
+    )
+
+
 def _compare(
     model: nn.Module, state: Dict[str, torch.Tensor]
 ) -> Tuple[List[str], List[str], List[str]]:
@@ -129,6 +146,7 @@ class PreTrainedMixin:
         config=None,
         ignore_mismatched_sizes: bool = False,
         torch_dtype: Union[None, str, torch.dtype] = None,
+        reinit_missing: bool = False,
         **config_overrides,
     ):
         """Load a model from a folder (config.json + weights), a built-in model name, or a hub
@@ -141,6 +159,10 @@ class PreTrainedMixin:
                 ``id2label``) instead of failing; a warning names each one.
             torch_dtype: None (float32), torch.float16 / torch.bfloat16 / "auto" (the dtype
                 recorded in config.json).
+            reinit_missing: also re-initialise the tensors the checkpoint lacks and drop the
+                ones the model has no place for, instead of failing; for a model whose
+                ``config_overrides`` add or remove layers (e.g. ``decoder_layers``). A warning
+                names each one.
             config_overrides: config fields to change, e.g. ``id2label={...}``.
         """
         from .config import Mask2FormerConfig
@@ -161,20 +183,29 @@ class PreTrainedMixin:
         model = cls(config)
         has_head = hasattr(model, "class_predictor")
         state = _adapt_prefix(state, has_head)
-        model._load_checked(state, os.fspath(path_or_id), ignore_mismatched_sizes)
+        model._load_checked(state, os.fspath(path_or_id), ignore_mismatched_sizes, reinit_missing)
         if dtype is not None:
             model.to(dtype)
         model.eval()
         return model
 
     def _load_checked(
-        self, state: Dict[str, torch.Tensor], source: str, ignore_mismatched_sizes: bool
+        self,
+        state: Dict[str, torch.Tensor],
+        source: str,
+        ignore_mismatched_sizes: bool,
+        reinit_missing: bool = False,
     ) -> None:
         missing, unexpected, mismatched = _compare(self, state)
         reinit: List[str] = []
+        dropped: List[str] = []
+        if reinit_missing:
+            reinit, missing = missing, []
+            dropped, unexpected = unexpected, []
+            state = {k: v for k, v in state.items() if k not in dropped}
         if ignore_mismatched_sizes:
             expected = self.state_dict()
-            reinit = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+            reinit += [k for k in expected if k in state and state[k].shape != expected[k].shape]
             reinit += [k for k in missing if k.startswith(HEAD_PREFIXES)]
             missing = [k for k in missing if k not in reinit]
             mismatched = []
@@ -197,7 +228,13 @@ class PreTrainedMixin:
         if reinit:
             warnings.warn(
                 f"re-initialised {len(reinit)} tensors that the checkpoint {source} could not "
-                f"provide: {', '.join(reinit)}",
+                f"provide: {_name_tensors(reinit)}",
+                stacklevel=3,
+            )
+        if dropped:
+            warnings.warn(
+                f"ignored {len(dropped)} tensors of the checkpoint {source} that the model has "
+                f"no place for: {_name_tensors(dropped)}",
                 stacklevel=3,
             )
 

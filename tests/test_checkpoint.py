@@ -94,6 +94,40 @@ def test_new_label_set_reinitialises_the_class_head(tmp_path):
     assert torch.equal(model.model.transformer_module.queries_features.weight, ref_w)
 
 
+def test_added_and_removed_decoder_layers_need_reinit_missing(tmp_path):
+    """A deeper decoder starts its new layers from random weights and keeps every tensor the
+    checkpoint has; a shallower one drops the extra layers. Both are named (grouped by layer)
+    in a warning, and neither happens without asking for it."""
+    ref, folder = make_reference(tmp_path)  # decoder_layers 4: 3 layers
+    with pytest.raises(CheckpointError, match="missing keys"):
+        Mask2FormerForUniversalSegmentation.from_pretrained(
+            folder, ignore_mismatched_sizes=True, decoder_layers=6
+        )
+    with pytest.warns(UserWarning) as record:
+        deeper = Mask2FormerForUniversalSegmentation.from_pretrained(
+            folder, reinit_missing=True, decoder_layers=6
+        )
+    text = " ".join(str(r.message) for r in record)
+    prefix = "model.transformer_module.decoder.layers"
+    assert f"{prefix}.3.* (" in text and f"{prefix}.4.* (" in text and ".layers.2." not in text
+    layers = deeper.model.transformer_module.decoder.layers
+    assert len(layers) == 5
+    ref_layers = ref.model.transformer_module.decoder.layers
+    for i in range(3):
+        ref_state = ref_layers[i].state_dict()
+        for key, value in layers[i].state_dict().items():
+            assert torch.equal(value, ref_state[key]), (i, key)
+    assert not torch.equal(layers[3].fc1.weight, layers[4].fc1.weight)
+
+    with pytest.raises(CheckpointError, match="unexpected keys"):
+        Mask2FormerForUniversalSegmentation.from_pretrained(folder, decoder_layers=3)
+    with pytest.warns(UserWarning, match=rf"ignored 22 tensors .*{prefix}\.2\.\* \(22 tensors\)"):
+        shallower = Mask2FormerForUniversalSegmentation.from_pretrained(
+            folder, reinit_missing=True, decoder_layers=3
+        )
+    assert len(shallower.model.transformer_module.decoder.layers) == 2
+
+
 def test_pytorch_bin_is_read_without_unpickling_code(tmp_path):
     ref, folder = make_reference(tmp_path)
     bin_dir = tmp_path / "bin"

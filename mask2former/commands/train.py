@@ -38,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="architecture to train from scratch: a preset (shapes-tiny, swin-tiny) or config.json",
     )
     model.add_argument("--init", default=None, help="fine-tune this model (folder, name, hub id)")
+    model.add_argument(
+        "--decoder-layers",
+        type=int,
+        default=None,
+        help="change the transformer decoder to N-1 layers (N predictions, the config's "
+        "decoder_layers); with --init the layers it adds start from random weights",
+    )
+    model.add_argument(
+        "--num-queries", type=int, default=None, help="change the number of object queries"
+    )
     model.add_argument("--num-points", type=int, default=None, help="points per mask in the loss")
     model.add_argument(
         "--mask-loss",
@@ -141,13 +151,27 @@ def run(args: argparse.Namespace) -> int:
     id2label = _id2label(train_set)
     if args.cache:
         train_set = CachedDataset(train_set)
+    architecture = {
+        key: value
+        for key, value in (
+            ("decoder_layers", args.decoder_layers),
+            ("num_queries", args.num_queries),
+        )
+        if value is not None
+    }
     if args.init:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(
-            args.init, ignore_mismatched_sizes=True, id2label=id2label
+            args.init,
+            ignore_mismatched_sizes=True,
+            reinit_missing=bool(architecture),
+            id2label=id2label,
+            **architecture,
         )
         config = model.config
     else:
         config = model_config(args.model_config, id2label)
+        if architecture:
+            config = type(config).from_dict({**config.to_dict(), **architecture})
         model = None
     _set_task(config, train_set, args.task)
     if args.num_points:
