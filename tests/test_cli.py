@@ -132,19 +132,23 @@ def test_train_mask_loss_flag_is_used_and_saved(tmp_path, model_dir, monkeypatch
 
 
 def test_train_changes_the_decoder_depth_and_queries_of_its_init(tmp_path, model_dir):
-    """--decoder-layers and --num-queries reshape the --init model (its other weights kept) and
-    are written into the trained model's config.json."""
+    """--decoder-layers and --num-queries reshape the --init model (its other weights kept),
+    --matcher-class-cost reaches the matcher, and all three are written into the trained
+    model's config.json."""
     out = tmp_path / "run"
     args = ["train", "--init", str(model_dir), "--out", str(out), "--decoder-layers", "6",
-            "--num-queries", "5", "--steps", "1", "--batch-size", "2", "--num-train", "4",
-            "--image-size", "64", "--crop", "64", "--eval-images", "0", "--no-progress"]  # fmt: skip
+            "--num-queries", "5", "--matcher-class-cost", "2.5", "--steps", "1",
+            "--batch-size", "2", "--num-train", "4", "--image-size", "64", "--crop", "64",
+            "--eval-images", "0", "--no-progress"]  # fmt: skip
     with pytest.warns(UserWarning, match="re-initialised"):
         assert main(args) == 0
     saved = json.loads((out / "final" / "config.json").read_text())
     assert saved["decoder_layers"] == 6 and saved["num_queries"] == 5
+    assert saved["matcher_class_cost"] == 2.5
     trained = Mask2FormerForUniversalSegmentation.from_pretrained(out / "final")
     assert len(trained.model.transformer_module.decoder.layers) == 5
     assert trained.model.transformer_module.queries_features.weight.shape[0] == 5
+    assert trained.criterion.matcher.cost_class == 2.5
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):

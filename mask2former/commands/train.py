@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--num-points", type=int, default=None, help="points per mask in the loss")
     model.add_argument(
+        "--matcher-class-cost",
+        type=float,
+        default=None,
+        help="class-cost weight of the Hungarian matcher (the original recipe: 2.0, the class "
+        "loss weight; transformers: 1.0, the default when the config has none)",
+    )
+    model.add_argument(
         "--mask-loss",
         default=None,
         choices=["points", "dense"],
@@ -159,19 +166,22 @@ def run(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    overrides = dict(architecture)
+    if args.matcher_class_cost is not None:
+        overrides["matcher_class_cost"] = args.matcher_class_cost
     if args.init:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(
             args.init,
             ignore_mismatched_sizes=True,
             reinit_missing=bool(architecture),
             id2label=id2label,
-            **architecture,
+            **overrides,
         )
         config = model.config
     else:
         config = model_config(args.model_config, id2label)
-        if architecture:
-            config = type(config).from_dict({**config.to_dict(), **architecture})
+        if overrides:
+            config = type(config).from_dict({**config.to_dict(), **overrides})
         model = None
     _set_task(config, train_set, args.task)
     if args.num_points:
