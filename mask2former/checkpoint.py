@@ -199,10 +199,9 @@ class PreTrainedMixin:
         missing, unexpected, mismatched = _compare(self, state)
         reinit: List[str] = []
         dropped: List[str] = []
-        if reinit_missing:
+        if reinit_missing:  # load_state_dict(strict=False) below skips both kinds
             reinit, missing = missing, []
             dropped, unexpected = unexpected, []
-            state = {k: v for k, v in state.items() if k not in dropped}
         if ignore_mismatched_sizes:
             expected = self.state_dict()
             reinit += [k for k in expected if k in state and state[k].shape != expected[k].shape]

@@ -131,20 +131,35 @@ def test_train_mask_loss_flag_is_used_and_saved(tmp_path, model_dir, monkeypatch
     assert again.config.mask_loss_sampling == "dense"
 
 
-def test_train_changes_the_decoder_depth_and_queries_of_its_init(tmp_path, model_dir):
+def test_train_changes_the_decoder_depth_and_queries_of_its_init(tmp_path, model_dir, monkeypatch):
     """--decoder-layers and --num-queries reshape the --init model (its other weights kept),
-    --matcher-class-cost reaches the matcher, and all three are written into the trained
-    model's config.json."""
+    --matcher-class-cost and --num-points reach the criterion the training uses, and all are
+    written into the trained model's config.json."""
+    from mask2former.loss import criterion
+
+    built = []
+    original_init = criterion.Mask2FormerLoss.__init__
+
+    def recording_init(self, config, *args, **kwargs):
+        original_init(self, config, *args, **kwargs)
+        built.append((self.num_points, self.matcher.cost_class))
+
+    monkeypatch.setattr(criterion.Mask2FormerLoss, "__init__", recording_init)
     out = tmp_path / "run"
     args = ["train", "--init", str(model_dir), "--out", str(out), "--decoder-layers", "6",
-            "--num-queries", "5", "--matcher-class-cost", "2.5", "--steps", "1",
-            "--batch-size", "2", "--num-train", "4", "--image-size", "64", "--crop", "64",
-            "--eval-images", "0", "--no-progress"]  # fmt: skip
+            "--num-queries", "5", "--matcher-class-cost", "2.5", "--num-points", "123",
+            "--steps", "1", "--batch-size", "2", "--num-train", "4", "--image-size", "64",
+            "--crop", "64", "--eval-images", "0", "--no-progress"]  # fmt: skip
     with pytest.warns(UserWarning, match="re-initialised"):
         assert main(args) == 0
+    assert built and built[0] == (123, 2.5)  # the criterion of the model that trained
+    assert (
+        123
+        != Mask2FormerForUniversalSegmentation.from_pretrained(model_dir).config.train_num_points
+    )
     saved = json.loads((out / "final" / "config.json").read_text())
     assert saved["decoder_layers"] == 6 and saved["num_queries"] == 5
-    assert saved["matcher_class_cost"] == 2.5
+    assert saved["matcher_class_cost"] == 2.5 and saved["train_num_points"] == 123
     trained = Mask2FormerForUniversalSegmentation.from_pretrained(out / "final")
     assert len(trained.model.transformer_module.decoder.layers) == 5
     assert trained.model.transformer_module.queries_features.weight.shape[0] == 5

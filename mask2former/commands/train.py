@@ -158,22 +158,22 @@ def run(args: argparse.Namespace) -> int:
     id2label = _id2label(train_set)
     if args.cache:
         train_set = CachedDataset(train_set)
-    architecture = {
-        key: value
-        for key, value in (
-            ("decoder_layers", args.decoder_layers),
-            ("num_queries", args.num_queries),
-        )
-        if value is not None
+    # Config fields set from the command line. They are applied before the model is built, as
+    # the criterion and matcher read their weights and point counts at construction.
+    options = {
+        "decoder_layers": args.decoder_layers,
+        "num_queries": args.num_queries,
+        "train_num_points": args.num_points,
+        "matcher_class_cost": args.matcher_class_cost,
+        "mask_loss_sampling": args.mask_loss,
     }
-    overrides = dict(architecture)
-    if args.matcher_class_cost is not None:
-        overrides["matcher_class_cost"] = args.matcher_class_cost
+    overrides = {key: value for key, value in options.items() if value is not None}
+    reshaped = bool(overrides.keys() & {"decoder_layers", "num_queries"})
     if args.init:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(
             args.init,
             ignore_mismatched_sizes=True,
-            reinit_missing=bool(architecture),
+            reinit_missing=reshaped,
             id2label=id2label,
             **overrides,
         )
@@ -184,10 +184,6 @@ def run(args: argparse.Namespace) -> int:
             config = type(config).from_dict({**config.to_dict(), **overrides})
         model = None
     _set_task(config, train_set, args.task)
-    if args.num_points:
-        config.train_num_points = args.num_points
-    if args.mask_loss:
-        config.mask_loss_sampling = args.mask_loss
     if model is None:
         model = Mask2FormerForUniversalSegmentation(config)
     processor = _training_processor(args.crop)
