@@ -168,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
         "mask_loss_sampling": args.mask_loss,
     }
     overrides = {key: value for key, value in options.items() if value is not None}
-    reshaped = bool(overrides.keys() & {"decoder_layers", "num_queries"})
+    # Only a new decoder depth adds or removes tensors (new query counts are size mismatches,
+    # which ignore_mismatched_sizes covers); any other missing tensor stays an error.
+    reshaped = "decoder_layers" in overrides
     if args.init:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(
             args.init,
