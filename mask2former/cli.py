@@ -49,15 +49,22 @@ def _user_errors() -> tuple:
     return tuple(errors)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line naming it (no usage block); ``--help`` has it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mask2former",
         description="Mask2Former universal image segmentation (panoptic, instance, semantic).",
     )
     parser.add_argument("--version", action="version", version=f"mask2former {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, module) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Only the chosen command's module is imported (torch and friends load lazily).
