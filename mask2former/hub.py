@@ -41,12 +41,36 @@ def resolve_file(
         if required:
             raise FileNotFoundError(f"{filename} not found in {path}")
         return None
-    if path.count("/") != 1 or path.startswith((".", "/")):
+    if path.count("/") != 1 or path.startswith((".", "/")) or path.endswith("/"):
         raise FileNotFoundError(
-            f"{path!r} is neither a local folder, a built-in model nor a hub id of the form "
-            "'owner/name'"
+            f"no local folder {path!r}, and it is neither a built-in model nor a hub id of the "
+            "form 'owner/name'"
         )
-    return _download(path, filename, required)
+    owner = path.split("/")[0]
+    if os.path.isdir(owner):
+        # 'models/missing' with a local 'models' folder is a mistyped path, not a hub id.
+        raise FileNotFoundError(
+            f"no local folder {path!r} (the folder {owner!r} exists but holds no {path[len(owner) + 1 :]!r})"
+        )
+    try:
+        return _download(path, filename, required)
+    except (ImportError, OSError) as e:
+        raise type(e)(f"no local folder {path!r}; as a hub id: {e}") from None
+
+
+def _hub_resolves() -> bool:
+    """Whether the hub's host name resolves (a cheap test for being offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True
 
 
 def _download(repo_id: str, filename: str, required: bool) -> Optional[str]:
@@ -55,17 +79,19 @@ def _download(repo_id: str, filename: str, required: bool) -> Optional[str]:
         from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
     except ImportError:
         raise ImportError(
-            f"{repo_id!r} is not a local folder; loading from the Hugging Face hub needs "
-            "huggingface_hub: pip install 'mask2former[hub]'"
+            "loading from the Hugging Face hub needs huggingface_hub: "
+            "pip install 'mask2former[hub]'"
         ) from None
     try:
-        return hf_hub_download(repo_id, filename)
-    except LocalEntryNotFoundError as e:  # offline and not in the local cache
+        # Offline, the hub client retries for about half a minute, logging each try: look in
+        # the local cache only when the hub's host does not even resolve.
+        return hf_hub_download(repo_id, filename, local_files_only=not _hub_resolves())
+    except LocalEntryNotFoundError:  # offline and not in the local cache
         if not required:
             return None
         raise OSError(
-            f"could not fetch {filename} from hub repository {repo_id!r}: offline or "
-            f"unreachable and not cached ({str(e).splitlines()[0]}); pass a local folder instead"
+            f"could not fetch {filename} from hub repository {repo_id!r}: the hub is "
+            "unreachable (offline?) and the file is not in the local cache"
         ) from None
     except EntryNotFoundError:
         if required:

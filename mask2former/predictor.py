@@ -57,36 +57,44 @@ class ImageError(ValueError):
     """An input image cannot be segmented (missing, unreadable, not an image, bad shape)."""
 
 
+def _read(name: str, what: str) -> Any:
+    """The decoded PIL image of a file (warnings of damaged files become the error's text)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (rather than fails) on some damaged files and huge images.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(name) as img:
+                img.load()  # the pixels stay in memory after the file is closed
+                return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{what}: image too large ({e})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{what}: not an image (unrecognised file format)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        # Truncated or corrupt data surfaces as any of these, depending on the codec.
+        raise ImageError(f"{what}: cannot read image ({e})") from None
+
+
 def load_image(image: Any) -> np.ndarray:
     """An (H, W, 3) uint8 RGB array from a path, a PIL image or an array, upright (EXIF
     orientation applied) and checked for a usable size; :class:`ImageError` naming the file
     otherwise."""
-    from PIL import Image, ImageOps
-
-    name = None
+    what = "image"
     if isinstance(image, (str, os.PathLike)):
-        name = os.fspath(image)
-        if not os.path.exists(name):
-            raise ImageError(f"{name}: no such file")
-        if os.path.isdir(name):
-            raise ImageError(f"{name}: is a folder, not an image")
-        try:
-            with Image.open(name) as img:
-                img.load()
-                # Upright RGB here, as an array, so to_rgb_array does not transpose and copy
-                # it a second time.
-                image = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-        except Image.DecompressionBombError as e:
-            raise ImageError(f"{name}: image too large ({e})") from None
-        except Image.UnidentifiedImageError:
-            raise ImageError(f"{name}: not an image (unrecognised file format)") from None
-        except (OSError, ValueError, SyntaxError) as e:
-            # Truncated or corrupt data surfaces as any of these, depending on the codec.
-            raise ImageError(f"{name}: cannot read image ({e})") from None
-    what = name or "image"
+        what = os.fspath(image)
+        if not os.path.exists(what):
+            raise ImageError(f"{what}: no such file")
+        if os.path.isdir(what):
+            raise ImageError(f"{what}: is a folder, not an image")
     try:
+        arr = _read(image, what) if isinstance(image, (str, os.PathLike)) else image
         # The image processor's conversion: EXIF orientation, gray / alpha / 16-bit handling.
-        arr = to_rgb_array(image, what=what)
+        arr = to_rgb_array(arr, what=what)
     except (TypeError, ValueError) as e:
         raise ImageError(str(e)) from None
     if arr.dtype != np.uint8:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .files import remove_stale_temporaries, save_image, write_text
 from .predictor import TASKS, ImageError, Predictor, SegmentationResult, load_image
 
 __all__ = ["SegmentReport", "collect_inputs", "output_names", "segment_files", "IMAGE_EXTENSIONS"]
@@ -90,20 +93,30 @@ def collect_inputs(
             files += found
         else:
             errors.append(f"{item}: no such file or folder")
-    unique = list(dict.fromkeys(os.path.normpath(f) for f in files))
-    return unique, errors
+    # One entry per real file: links and '**' through symlink loops reach a file many times.
+    unique: Dict[str, str] = {}
+    for f in files:
+        unique.setdefault(os.path.realpath(f), os.path.normpath(f))
+    return list(unique.values()), errors
+
+
+# Run-level files of the instance task; no image's outputs may take these names.
+COCO_RESULTS = "coco_results.json"
+COCO_IMAGES = "images.json"
+RESERVED_NAMES = frozenset(os.path.splitext(n)[0] for n in (COCO_RESULTS, COCO_IMAGES))
 
 
 def output_names(files: Sequence[str]) -> Dict[str, str]:
     """Output name (no extension) per file: its path relative to the files' common folder, so
     same-named files of different folders do not collide; ``a/x.png`` and ``a/x.jpg`` become
-    ``x`` and ``x_jpg``."""
+    ``x`` and ``x_jpg``, and ``images.png`` becomes ``images_png`` (``images.json`` is the
+    run's COCO file)."""
     if not files:
         return {}
     absolute = {f: os.path.abspath(f) for f in files}
     common = os.path.commonpath([os.path.dirname(p) for p in absolute.values()])
     names: Dict[str, str] = {}
-    used = set()
+    used = set(RESERVED_NAMES)
     for f in files:
         stem, ext = os.path.splitext(os.path.relpath(absolute[f], common))
         name = stem
@@ -115,24 +128,6 @@ def output_names(files: Sequence[str]) -> Dict[str, str]:
         used.add(name)
         names[f] = name
     return names
-
-
-def _write_atomic(path: str, write: Callable[[str], None]) -> None:
-    """Write via a temporary name and rename, so an interrupted run leaves no half file."""
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{os.getpid()}{ext}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _save_png(array: np.ndarray, path: str) -> None:
-    from PIL import Image
-
-    _write_atomic(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
 
 
 def _dumps(data: Any, indent: str = "") -> str:
@@ -147,11 +142,7 @@ def _dumps(data: Any, indent: str = "") -> str:
 
 
 def _save_json(data: Any, path: str) -> None:
-    def write(p: str) -> None:
-        with open(p, "w", encoding="utf-8") as f:
-            f.write(_dumps(data) + "\n")
-
-    _write_atomic(path, write)
+    write_text(path, _dumps(data) + "\n")
 
 
 def _record(
@@ -180,9 +171,9 @@ def _write_outputs(
     if result.segmentation.max(initial=0) > 65535:
         raise ValueError("more than 65535 segments do not fit a 16-bit id map")
     os.makedirs(os.path.dirname(paths["json"]) or ".", exist_ok=True)
-    _save_png(result.segmentation.astype(np.uint16), paths["ids"])
+    save_image(paths["ids"], result.segmentation.astype(np.uint16))
     overlay = draw_overlay(image, result.segmentation, result.segments, predictor.id2label)
-    _write_atomic(paths["overlay"], lambda p: overlay.save(p, format="PNG"))
+    save_image(paths["overlay"], overlay)
     record = _record(file, result, predictor, paths)
     _save_json(record, paths["json"])  # last: a JSON file means the image is complete
     return record
@@ -236,11 +227,12 @@ def segment_files(
         report.errors.append(message)
         say(message)
 
+    # Everything that does not depend on an image is checked once, before any work.
+    _check_options(task, threshold, batch_size)
+    _prepare_out_dir(out_dir)
     files, errors = collect_inputs(inputs, exclude=out_dir)
     for message in errors:
         fail(message)
-    if task is not None and task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if predictor is None:
         predictor = Predictor.from_pretrained(model, device=device, dtype=dtype)
     task = task or predictor.default_task
@@ -256,24 +248,21 @@ def segment_files(
         }
         for f in files
     }
-    image_ids = {f: i + 1 for i, f in enumerate(files)}
     records: Dict[str, Dict[str, Any]] = {}  # instance task: per-image JSON, for the COCO files
     todo = []
     for f in files:
-        existing = [p for p in paths[f].values() if os.path.exists(p)]
-        if existing and not overwrite:
-            report.skipped += 1
-            say(f"{f}: skipped, {existing[0]} exists (use --overwrite to replace)")
-            if task == "instance":
-                try:
-                    with open(paths[f]["json"], encoding="utf-8") as fh:
-                        old = json.load(fh)
-                    if old.get("task") == "instance":
-                        records[f] = old
-                except (OSError, ValueError):
-                    pass  # incomplete old outputs: the image just stays out of the COCO files
-        else:
+        for output in paths[f].values():  # left behind by a killed run
+            remove_stale_temporaries(os.path.dirname(output), os.path.basename(output))
+        if overwrite or not os.path.exists(paths[f]["json"]):
+            # The JSON is written last: an image without it is incomplete and is redone.
             todo.append(f)
+            continue
+        report.skipped += 1
+        say(f"{f}: skipped, {paths[f]['json']} exists (use --overwrite to replace)")
+        if task == "instance":
+            old = _read_record(paths[f]["json"])
+            if old is not None and old.get("task") == "instance":
+                records[f] = old
 
     if todo:
         from tqdm.auto import tqdm
@@ -325,41 +314,93 @@ def segment_files(
         bar.close()
 
     if task == "instance" and records:
-        _write_coco(out_dir, files, image_ids, records, predictor.id2label)
+        _write_coco(out_dir, records, predictor.id2label)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _write_coco(
-    out_dir: str,
-    files: List[str],
-    image_ids: Dict[str, int],
-    records: Dict[str, Dict],
-    id2label: Dict[int, str],
-) -> None:
-    """``coco_results.json`` (the run's detections) and ``images.json`` (a ground-truth-less COCO
-    file with the same image ids, so ``COCO("images.json").loadRes("coco_results.json")`` works)."""
-    results, images = [], []
-    categories = {int(k): str(v) for k, v in id2label.items()}
-    for f in files:
-        if f not in records:
-            continue
-        record = records[f]
+def _check_options(task: Optional[str], threshold: Optional[float], batch_size: Any) -> None:
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if threshold is not None and not (
+        isinstance(threshold, (int, float))
+        and not isinstance(threshold, bool)
+        and math.isfinite(threshold)
+        and 0.0 <= threshold <= 1.0
+    ):
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+
+
+def _prepare_out_dir(out_dir: str) -> None:
+    """Create the output folder and prove it writable, so a bad ``--out`` is one error up front
+    rather than one per image after the model ran."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"output folder {out_dir} is a file")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OSError(f"cannot write to output folder {out_dir} ({reason})") from None
+
+
+def _read_json(path: str) -> Any:
+    """An earlier run's JSON file, or None when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_record(path: str) -> Optional[Dict[str, Any]]:
+    """A per-image JSON of an earlier run, or None."""
+    record = _read_json(path)
+    return record if isinstance(record, dict) else None
+
+
+def _dicts(value: Any, key: str) -> List[Dict[str, Any]]:
+    """The dicts of a list (those holding an integer ``key``); [] for anything else."""
+    items = value if isinstance(value, list) else []
+    return [x for x in items if isinstance(x, dict) and isinstance(x.get(key), int)]
+
+
+def _write_coco(out_dir: str, records: Dict[str, Dict], id2label: Dict[int, str]) -> None:
+    """``coco_results.json`` (detections) and ``images.json`` (a ground-truth-less COCO file
+    with the same image ids, so ``COCO("images.json").loadRes("coco_results.json")`` works).
+
+    Merged with what earlier runs into the same folder wrote: an image keeps its id, images of
+    this run replace their old detections, and other images' detections are kept.
+    """
+    old = _read_record(os.path.join(out_dir, COCO_IMAGES)) or {}
+    old_images = _dicts(old.get("images"), "id")
+    old_results = _dicts(_read_json(os.path.join(out_dir, COCO_RESULTS)), "image_id")
+    ids = {str(i.get("file_name")): i["id"] for i in old_images}
+    next_id = max(ids.values(), default=0) + 1
+    for f in records:
+        if f not in ids:
+            ids[f], next_id = next_id, next_id + 1
+    redone = {ids[f] for f in records}
+    images = [i for i in old_images if i["id"] not in redone]
+    results = [r for r in old_results if r["image_id"] not in redone]
+    categories = {c["id"]: str(c.get("name", c["id"])) for c in _dicts(old.get("categories"), "id")}
+    categories.update({int(k): str(v) for k, v in id2label.items()})
+    for f, record in records.items():
         images.append(
-            {
-                "id": image_ids[f],
-                "file_name": f,
-                "height": record["height"],
-                "width": record["width"],
-            }
+            {"id": ids[f], "file_name": f, "height": record["height"], "width": record["width"]}
         )
-        results += _coco_entries(image_ids[f], record)
-        for s in record["segments"]:  # labels of an older model's outputs, if any
-            categories.setdefault(int(s["label_id"]), s.get("label", str(s["label_id"])))
-    os.makedirs(out_dir, exist_ok=True)
-    _save_json(results, os.path.join(out_dir, "coco_results.json"))
+        results += _coco_entries(ids[f], record)
+        for seg in record["segments"]:  # labels of an older model's outputs, if any
+            categories.setdefault(int(seg["label_id"]), seg.get("label", str(seg["label_id"])))
+    images.sort(key=lambda i: i["id"])
+    results.sort(key=lambda r: r["image_id"])  # stable: each image's detections keep their order
+    _save_json(results, os.path.join(out_dir, COCO_RESULTS))
     cats = [{"id": i, "name": n} for i, n in sorted(categories.items())]
     _save_json(
         {"images": images, "annotations": [], "categories": cats},
-        os.path.join(out_dir, "images.json"),
+        os.path.join(out_dir, COCO_IMAGES),
     )

@@ -74,14 +74,14 @@ def test_evaluate_rejects_no_detections(model_dir, capsys):
     code = main(["evaluate", "--model", str(model_dir), "--num", "2", "--detections", "0"])
     assert code != 0
     err = capsys.readouterr().err
-    assert "--detections must be at least 1" in err and "Traceback" not in err
+    assert "argument --detections: must be at least 1" in err and "Traceback" not in err
 
 
 def test_evaluate_uses_the_models_threshold_unless_given(tmp_path):
     def evaluate(model, *extra):
         out = tmp_path / "r.json"
         args = ["evaluate", "--model", str(model), "--data", "shapes", "--num", "2", "--task",
-                "panoptic", "--json", str(out), *extra]  # fmt: skip
+                "panoptic", "--json", str(out), "--overwrite", *extra]  # fmt: skip
         assert main(args) == 0
         summary = json.loads(out.read_text())
         return summary["panoptic_threshold"], summary["results"]["panoptic"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+from .common import device, positive_int, probability
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -24,30 +27,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-predictions", default=None, metavar="DIR", help="also write the predictions"
     )
-    parser.add_argument("--num", type=int, default=200, help="images of a generated split (200)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json file and the files in a non-empty --save-predictions "
+        "folder (default: refuse before evaluating)",
+    )
+    parser.add_argument(
+        "--num", type=positive_int, default=200, help="images of a generated split (200)"
+    )
     parser.add_argument(
         "--seed",
         type=int,
         default=12345,
         help="seed of a generated split (12345, not a training seed)",
     )
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate at most N images")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--max-images", type=positive_int, default=None, help="evaluate at most N images"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=None,
         help="panoptic score threshold (default: the model's object_mask_threshold, else 0.8, "
         "the original's test setting)",
     )
     parser.add_argument(
         "--detections",
-        type=int,
+        type=positive_int,
         default=100,
         help="instance detections kept per image for mask AP: the top (query, class) pairs "
         "(100, the original's test setting and COCO's maximum)",
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", type=device)
     parser.add_argument("--dtype", default="float32", choices=_DTYPES)
     parser.add_argument("--per-class", action="store_true", help="print per-class tables")
 
@@ -65,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..predictor import model_threshold
     from ..processing.image_processor import Mask2FormerImageProcessor
 
-    if args.detections < 1:
-        raise ValueError("--detections must be at least 1")
+    _check_outputs(args)
     start = time.perf_counter()
     dtype = getattr(torch, args.dtype)
     model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model, torch_dtype=dtype)
@@ -107,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "results": results,
     }
     if args.json:
-        write_json(args.json, summary)
+        write_json(args.json, summary, overwrite=args.overwrite)
         print(f"results written to {args.json}")
     headline = []
     if "panoptic" in results:
@@ -118,6 +130,26 @@ def run(args: argparse.Namespace) -> int:
         headline.append(f"mIoU {results['semantic']['mIoU']:.1f}")
     print(f"{', '.join(headline)} ({time.perf_counter() - start:.0f}s)")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output problems are found before the model runs, not after the whole evaluation."""
+    if args.json:
+        if os.path.isdir(args.json):
+            raise IsADirectoryError(f"--json {args.json} is a folder; give a file name")
+        if os.path.lexists(args.json) and not args.overwrite:
+            raise FileExistsError(f"--json {args.json} exists (use --overwrite to replace it)")
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise NotADirectoryError(f"--json {args.json}: {parent} is a file")
+    folder = args.save_predictions
+    if folder:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise NotADirectoryError(f"--save-predictions {folder} is a file")
+        if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
+            raise FileExistsError(
+                f"--save-predictions {folder} is not empty (use --overwrite to replace its files)"
+            )
 
 
 def _processor(model: str, cls):

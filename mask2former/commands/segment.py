@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from .common import device, positive_int, probability
+
 TASKS = ("panoptic", "instance", "semantic")
 
 
@@ -49,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out", metavar="DIR", help="output folder (default: out)")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=None,
         metavar="F",
         help="minimum segment score, panoptic and instance (default: the model's "
@@ -57,12 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="images per forward pass; only same-size inputs are batched together (default: 1)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", type=device, help="cpu or cuda (default: cpu)")
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
@@ -87,8 +89,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..predictor import segment
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
     report = segment(
         args.inputs,
         args.out,

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import time
+
+from .common import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--num", type=int, default=100, help="number of images (default 100)")
+    parser.add_argument(
+        "--num", type=positive_int, default=100, help="number of images (default 100)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (256)")
+    parser.add_argument(
+        "--size", type=positive_int, default=256, help="image side in pixels (32-4096; 256)"
+    )
     parser.add_argument(
         "--formats",
         nargs="+",
@@ -18,14 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["panoptic", "instances", "semantic"],
         help="annotation formats to write (default: all)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the dataset in a non-empty --out folder (default: refuse)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.export import export_panoptic_dataset
     from ..data.shapes import SHAPES_CATEGORIES, ShapesConfig, ShapesDataset
 
-    if args.num < 1 or args.size < 32:
-        raise ValueError("--num must be >= 1 and --size >= 32")
+    if not 32 <= args.size <= 4096:
+        raise ValueError(f"--size must be between 32 and 4096, got {args.size}")
+    _clear_out(args.out, args.overwrite)
     start = time.perf_counter()
     dataset = ShapesDataset(args.num, seed=args.seed, config=ShapesConfig(args.size, args.size))
     samples = (dataset[i] for i in range(len(dataset)))
@@ -35,3 +49,29 @@ def run(args: argparse.Namespace) -> int:
         f"{', '.join(args.formats)}) to {out} in {time.perf_counter() - start:.1f}s"
     )
     return 0
+
+
+# What a shapes dataset folder holds: --overwrite removes these files and nothing else.
+DATASET_FILES = ("panoptic.json", "instances.json", "categories.json")
+DATASET_FOLDERS = ("images", "panoptic", "semantic")
+SAMPLE_NAME = re.compile(r"^[0-9]{6}\.png$")
+
+
+def _clear_out(out: str, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite``; then remove what an earlier shapes
+    dataset wrote there (its JSON files and ``NNNNNN.png`` images and labels, nothing else), so
+    no sample of a larger earlier dataset stays behind to be read as part of the new one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"--out {out} is a file")
+    if not os.path.isdir(out) or not os.listdir(out):
+        return
+    if not overwrite:
+        raise FileExistsError(f"--out {out} is not empty (use --overwrite to replace a dataset)")
+    doomed = [os.path.join(out, name) for name in DATASET_FILES]
+    for folder in DATASET_FOLDERS:
+        path = os.path.join(out, folder)
+        if os.path.isdir(path) and not os.path.islink(path):
+            doomed += [os.path.join(path, n) for n in os.listdir(path) if SAMPLE_NAME.match(n)]
+    for path in doomed:
+        if os.path.isfile(path) or os.path.islink(path):
+            os.unlink(path)

@@ -16,12 +16,13 @@ reader of this package, so the three views share one label space.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
 
+from ..files import confined_path, save_image
 from .io import id_to_rgb, write_json
 from .rle import encode_mask, mask_bbox
 from .sample import category_to_label
@@ -45,7 +46,8 @@ def export_panoptic_dataset(
             (default ``{index:06d}.png``). A :class:`~mask2former.data.shapes.ShapesDataset`
             qualifies.
         categories: dicts with ``id``, ``name``, ``isthing`` and optionally ``color``.
-        out_dir: created if needed; existing files of the same names are overwritten.
+        out_dir: created if needed; existing files of the same names are replaced (the
+            ``shapes`` command refuses a non-empty folder unless told to overwrite).
         formats: any of ``"panoptic"``, ``"instances"``, ``"semantic"``; images are always written.
 
     Returns:
@@ -57,7 +59,8 @@ def export_panoptic_dataset(
     if len(categories) > 254:
         raise ValueError("semantic PNGs are uint8: at most 254 categories")
     out = Path(out_dir)
-    for sub in ["images"] + [f for f in ("panoptic", "semantic") if f in formats]:
+    folders = ["images"] + [f for f in ("panoptic", "semantic") if f in formats]
+    for sub in folders:
         (out / sub).mkdir(parents=True, exist_ok=True)
     to_label = category_to_label(categories)
     thing_ids = {int(c["id"]) for c in categories if c.get("isthing", 1)}
@@ -78,7 +81,10 @@ def export_panoptic_dataset(
     inst_anns: List[Dict[str, Any]] = []
 
     for index, sample in enumerate(samples):
-        stem = Path(sample.get("file_name") or f"{index:06d}.png").stem
+        # Sub-folders of a sample's file_name are kept; names leading outside are refused.
+        stem = str(Path(str(sample.get("file_name") or f"{index:06d}.png")).with_suffix(""))
+        name = f"{stem}.png"
+        paths = {sub: confined_path(out / sub, name, "file_name") for sub in folders}
         image = np.asarray(sample["image"], dtype=np.uint8)
         pan = np.asarray(sample["panoptic"])
         h, w = pan.shape
@@ -86,8 +92,10 @@ def export_panoptic_dataset(
             raise ValueError(
                 f"sample {index}: image {image.shape} does not match panoptic {pan.shape}"
             )
-        Image.fromarray(image).save(out / "images" / f"{stem}.png")
-        images.append({"id": index, "file_name": f"{stem}.png", "height": h, "width": w})
+        for path in paths.values():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_image(paths["images"], image)
+        images.append({"id": index, "file_name": name, "height": h, "width": w})
         segments = []
         semantic = np.zeros((h, w), dtype=np.uint8)
         for seg in sample["segments_info"]:
@@ -117,11 +125,11 @@ def export_panoptic_dataset(
                         "iscrowd": info["iscrowd"],
                     }
                 )
-        pan_anns.append({"image_id": index, "file_name": f"{stem}.png", "segments_info": segments})
+        pan_anns.append({"image_id": index, "file_name": name, "segments_info": segments})
         if "panoptic" in formats:
-            Image.fromarray(id_to_rgb(pan)).save(out / "panoptic" / f"{stem}.png")
+            save_image(paths["panoptic"], id_to_rgb(pan))
         if "semantic" in formats:
-            Image.fromarray(semantic).save(out / "semantic" / f"{stem}.png")
+            save_image(paths["semantic"], semantic)
 
     write_json(out / "categories.json", cats)
     if "panoptic" in formats:

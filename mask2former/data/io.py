@@ -14,6 +14,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
+from ..files import write_json as _write_json_atomic
 from .errors import DatasetError
 
 __all__ = ["load_json", "read_image", "read_label_png", "rgb_to_id", "id_to_rgb", "write_json"]
@@ -33,13 +34,9 @@ def load_json(path: PathLike) -> Any:
         raise DatasetError(path, f"cannot parse JSON ({e})") from e
 
 
-def write_json(path: PathLike, data: Any) -> None:
-    """Write JSON atomically (temporary file + rename) so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+def write_json(path: PathLike, data: Any, overwrite: bool = True) -> None:
+    """Write JSON through the package's safe writer (exclusive temporary file + rename)."""
+    _write_json_atomic(path, data, overwrite=overwrite)
 
 
 def _open(path: Path) -> Image.Image:
@@ -57,9 +54,24 @@ def read_image(path: PathLike) -> np.ndarray:
     """Read an image as RGB.
 
     Returns:
-        (H, W, 3) uint8 array. Grey, palette and RGBA images are converted to RGB.
+        (H, W, 3) uint8 array. Grey, palette and RGBA images are converted to RGB; 16-bit
+        images are scaled by 255/65535.
     """
-    return np.asarray(_open(Path(path)).convert("RGB"), dtype=np.uint8).copy()
+    from ..processing.transforms import to_rgb_array
+
+    path = Path(path)
+    img = _open(path)
+    # No EXIF rotation here: annotations are drawn on the stored pixels. 16-bit and float data
+    # are scaled to 0..255, not clipped by a conversion to RGB.
+    wide = img.mode.startswith("I") or img.mode == "F"
+    arr = np.asarray(img if wide else img.convert("RGB"))
+    try:
+        arr = to_rgb_array(arr, input_data_format="channels_last", what=str(path))
+    except (TypeError, ValueError) as e:
+        raise DatasetError(path, f"cannot use image ({e})") from None
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return arr
 
 
 def read_label_png(path: PathLike, rgb: bool = False) -> np.ndarray:

@@ -7,13 +7,13 @@ NaN.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+
+from ..files import write_json as write_json_file
 
 __all__ = ["format_table", "to_jsonable", "write_json", "fmt"]
 
@@ -36,15 +36,11 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Union[str, Path], result: Any) -> None:
-    """Write ``result`` as indented JSON, atomically (temporary file, then rename)."""
+def write_json(path: Union[str, Path], result: Any, overwrite: bool = True) -> None:
+    """Write ``result`` as indented JSON through the package's safe writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(to_jsonable(result), f, indent=2, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_file(path, to_jsonable(result), indent=2, overwrite=overwrite)
 
 
 def fmt(value: Any, digits: int = 2) -> str:

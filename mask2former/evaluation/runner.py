@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..data.sample import label_categories, sample_to_panoptic, sample_to_semantic
+from ..files import confined_path, save_image
 from .coco_ap import CocoMaskAPEvaluator
 from .miou import SemanticSegmentationEvaluator
 from .pq import PanopticQualityEvaluator
@@ -111,7 +112,8 @@ def evaluate_model(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=limit, desc="evaluate", unit="img")
+        # Only on a terminal (disable=None), so logs and error messages stay clean lines.
+        bar = tqdm(total=limit, desc="evaluate", unit="img", disable=None)
     for group in _batches(dataset, batch_size, limit):
         images = [s["image"] for _, s in group]
         inputs = processor(images, return_tensors="pt")
@@ -196,7 +198,11 @@ def evaluate_model(
 
 
 class _PredictionWriter:
-    """Writes predictions as COCO panoptic (PNG + JSON), COCO results JSON and semantic PNGs."""
+    """Writes predictions as COCO panoptic (PNG + JSON), COCO results JSON and semantic PNGs.
+
+    File names come from the dataset's ``file_name`` entries, sub-folders kept; a name that
+    would land outside ``directory`` (absolute, ``..``, a symlinked folder) is refused.
+    """
 
     def __init__(self, directory: str, categories: List[Dict[str, Any]]):
         self.dir = directory
@@ -208,21 +214,23 @@ class _PredictionWriter:
     def _category(self, label: int) -> int:
         return int(self.cats[label]["category_id"])
 
-    def add(self, index, sample, pan, ins, sem, things) -> None:
-        from PIL import Image
+    def _png(self, kind: str, name: str, array: np.ndarray) -> None:
+        path = confined_path(os.path.join(self.dir, kind), name, what="dataset file_name")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_image(path, array)
 
+    def add(self, index, sample, pan, ins, sem, things) -> None:
         from ..data.io import id_to_rgb
         from ..processing.rle import encode_masks
 
-        stem = os.path.splitext(str(sample.get("file_name", f"{index:06d}.png")))[0]
+        name = os.path.splitext(str(sample.get("file_name", f"{index:06d}.png")))[0] + ".png"
         if pan is not None:
-            os.makedirs(os.path.join(self.dir, "panoptic"), exist_ok=True)
             ids = pan["segmentation"].cpu().numpy()
-            Image.fromarray(id_to_rgb(ids)).save(os.path.join(self.dir, "panoptic", f"{stem}.png"))
+            self._png("panoptic", name, id_to_rgb(ids))
             self.panoptic.append(
                 {
                     "image_id": index,
-                    "file_name": f"{stem}.png",
+                    "file_name": name,
                     "segments_info": [
                         {
                             "id": int(s["id"]),
@@ -251,10 +259,10 @@ class _PredictionWriter:
                     }
                 )
         if sem is not None:
-            os.makedirs(os.path.join(self.dir, "semantic"), exist_ok=True)
             arr = sem.cpu().numpy()
-            arr = arr.astype(np.uint8 if arr.max(initial=0) < 255 else np.uint16)
-            Image.fromarray(arr).save(os.path.join(self.dir, "semantic", f"{stem}.png"))
+            self._png(
+                "semantic", name, arr.astype(np.uint8 if arr.max(initial=0) < 255 else np.uint16)
+            )
 
     def close(self) -> None:
         from ..evaluation.report import write_json

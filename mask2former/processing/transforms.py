@@ -76,6 +76,8 @@ def to_rgb_array(image: Any, input_data_format: Optional[str] = None, what: str 
             arr = np.asarray(image)
         else:
             arr = np.asarray(image.convert("RGB"))
+        # A PIL image's channels are last; guessing would misread tiny images (1x1 as 3x1).
+        input_data_format = "channels_last"
     elif isinstance(image, np.ndarray):
         arr = image
     elif _is_torch_tensor(image):
