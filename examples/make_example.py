@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 
-from PIL import Image
-
 from mask2former.data.shapes import ShapesConfig, render_shapes
+from mask2former.files import save_image
 
 SEED, INDEX, SIZE = 2024, 0, 384
 
@@ -20,7 +19,7 @@ SEED, INDEX, SIZE = 2024, 0, 384
 def main() -> str:
     sample = render_shapes(SEED, INDEX, ShapesConfig(height=SIZE, width=SIZE))
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes.png")
-    Image.fromarray(sample["image"]).save(path, optimize=True)
+    save_image(path, sample["image"], optimize=True)
     return path
 
 

@@ -132,14 +132,17 @@ def write_json(
     write_text(path, text + "\n", **options)
 
 
-def save_image(path: PathLike, image: Any, format: str = "PNG", **options: Any) -> None:
-    """Save a PIL image, or an array Pillow understands, atomically."""
+def save_image(
+    path: PathLike, image: Any, format: str = "PNG", overwrite: bool = True, **encoder: Any
+) -> None:
+    """Save a PIL image, or an array Pillow understands, atomically (``encoder``: Pillow's
+    options of the format, e.g. ``optimize=True``)."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
-    with open_atomic(path, "wb", **options) as f:
-        image.save(f, format=format)
+    with open_atomic(path, "wb", overwrite=overwrite) as f:
+        image.save(f, format=format, **encoder)
 
 
 def append_text(path: PathLike, text: str) -> None:
