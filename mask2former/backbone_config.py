@@ -6,9 +6,27 @@ checkpoints) or "resnet" (which transformers 4.37.2 also builds and runs inside 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Dict, List, Optional, Union
 
-from ._config_base import ACTIVATIONS, ConfigError, JsonConfig
+from ._config_base import (
+    ACTIVATIONS,
+    MAX_INPUT_CHANNELS,
+    MAX_LAYERS,
+    MAX_SIDE,
+    MAX_WIDTH,
+    Check,
+    ConfigError,
+    JsonConfig,
+    apply_checks,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_list,
+    int_list,
+    show,
+)
 
 __all__ = [
     "BACKBONE_CONFIGS",
@@ -18,16 +36,54 @@ __all__ = [
     "backbone_config_from_dict",
 ]
 
+MAX_STAGES = 8  # widths double at every stage, so more would exceed MAX_WIDTH anyway
+MAX_WINDOW = 32  # each Swin block keeps a (window^2, window^2) int64 index: 8 MB at 32
+MAX_PATCH = 64
+MAX_MLP_RATIO = 64.0
+
 
 def _stage_names(num_stages: int) -> List[str]:
     return ["stem"] + [f"stage{i + 1}" for i in range(num_stages)]
 
 
+def _probability(name: str, value: Any) -> float:
+    """A dropout-like rate: 1 would drop everything (and divide by zero in drop path)."""
+    return check_float(name, value, 0.0, 1.0, high_open=True)
+
+
+def _str_list(name: str, value: Any) -> List[str]:
+    def item(entry_name: str, entry: Any) -> str:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{entry_name}: expected a stage name, got {show(entry)}")
+        return entry
+
+    return check_list(name, value, item, min_len=1, max_len=MAX_STAGES + 1)
+
+
+def _image_size(name: str, value: Any) -> Union[int, List[int]]:
+    """An int, or (height, width) as transformers also accepts."""
+    side = partial(check_int, low=1, high=MAX_SIDE)
+    if isinstance(value, (list, tuple)):
+        return check_list(name, value, side, min_len=2, max_len=2)
+    return side(name, value)
+
+
+def _int_sizes(name: str, value: Any) -> List[int]:
+    """A list with one integer per stage (ranges are checked with the other stage fields)."""
+    return int_list(name, value, min_len=1, max_len=MAX_STAGES)
+
+
 class _StagedConfig(JsonConfig):
-    """A backbone of ``len(depths)`` stages after a stem, some of them named in ``out_features``."""
+    """A backbone of ``len(depths)`` stages after a stem, some of them named in ``out_features``.
+
+    Subclasses list their field checks in ``_checks`` (field -> check returning the canonical
+    value); ``validate`` runs them all before the checks that relate fields to each other.
+    """
 
     depths: List[int]
     out_features: List[str]
+    _checks: Dict[str, Check] = {}
+    _block_word = "block"
 
     @property
     def stage_names(self) -> List[str]:
@@ -36,6 +92,71 @@ class _StagedConfig(JsonConfig):
     @property
     def out_indices(self) -> List[int]:
         return [self.stage_names.index(name) for name in self.out_features]
+
+    def _check_fields(self) -> None:
+        """Type and range of every field on its own."""
+        apply_checks(self, self._checks)
+
+    def _resolve_out_features(
+        self, out_features: Optional[List[str]], out_indices: Optional[List[int]]
+    ) -> List[str]:
+        """``out_features``, or the stages that ``out_indices`` names, or the last stage.
+
+        Needs ``depths`` checked first (the stage names come from its length).
+        """
+        names = self.stage_names
+        from_indices = None
+        if out_indices is not None:
+            out_indices = int_list("out_indices", out_indices, max_len=MAX_STAGES + 1)
+            bad = [i for i in out_indices if not -len(names) <= i < len(names)]
+            if bad:
+                raise ConfigError(
+                    f"out_indices: {bad} are out of range for the stages {names} (one per entry "
+                    f"of depths {self.depths}, after the stem)"
+                )
+            from_indices = [names[i] for i in out_indices]
+        if out_features is None:
+            return from_indices if from_indices is not None else [names[-1]]
+        out_features = _str_list("out_features", out_features)
+        if from_indices is not None and out_features != from_indices:
+            raise ConfigError(
+                f"out_features: {out_features} and out_indices {list(out_indices)} name "
+                "different stages"
+            )
+        return out_features
+
+    def _check_stages(self) -> None:
+        """Depths (at least one block each, not too many in all) and ``out_features``."""
+        if any(d < 1 for d in self.depths):
+            raise ConfigError(
+                f"depths: every stage needs at least one {self._block_word}, got {self.depths}"
+            )
+        if sum(self.depths) > MAX_LAYERS:
+            raise ConfigError(
+                f"depths: {sum(self.depths)} {self._block_word}s in all, more than the limit of "
+                f"{MAX_LAYERS}: {show(self.depths)}"
+            )
+        unknown = [f for f in self.out_features if f not in self.stage_names]
+        if unknown:
+            raise ConfigError(
+                f"out_features: {unknown} are not stages; choose from {self.stage_names} (one per "
+                f"entry of depths {self.depths}, after the stem)"
+            )
+        if self.out_indices != sorted(set(self.out_indices)):
+            raise ConfigError(
+                f"out_features: {self.out_features} must be distinct and in stage order "
+                f"{self.stage_names}"
+            )
+
+    def _check_widths(self, name: str, widths: List[int]) -> None:
+        """Every stage width (already known to be positive) at most MAX_WIDTH, blaming the field
+        ``name`` that sets them."""
+        for i, width in enumerate(widths):
+            if width > MAX_WIDTH:
+                raise ConfigError(
+                    f"{name}: stage {i + 1} would have {width} channels, more than the limit of "
+                    f"{MAX_WIDTH}"
+                )
 
 
 class SwinConfig(_StagedConfig):
@@ -48,6 +169,26 @@ class SwinConfig(_StagedConfig):
         "attention_probs_dropout_prob", "drop_path_rate", "hidden_act", "use_absolute_embeddings",
         "initializer_range", "layer_norm_eps", "encoder_stride", "out_features",
     )  # fmt: skip
+    _checks = {
+        "image_size": _image_size,
+        "patch_size": partial(check_int, low=1, high=MAX_PATCH),
+        "num_channels": partial(check_int, low=1, high=MAX_INPUT_CHANNELS),
+        "embed_dim": partial(check_int, low=1, high=MAX_WIDTH),
+        "depths": _int_sizes,
+        "num_heads": _int_sizes,
+        "window_size": partial(check_int, low=1, high=MAX_WINDOW),
+        "mlp_ratio": partial(check_float, low=0.0, high=MAX_MLP_RATIO, low_open=True),
+        "qkv_bias": check_bool,
+        "hidden_dropout_prob": _probability,
+        "attention_probs_dropout_prob": _probability,
+        "drop_path_rate": _probability,
+        "hidden_act": partial(check_choice, choices=ACTIVATIONS),
+        "use_absolute_embeddings": check_bool,
+        "initializer_range": partial(check_float, low=0.0, high=100.0),
+        "layer_norm_eps": partial(check_float, low=0.0, high=1.0, low_open=True),
+        "encoder_stride": partial(check_int, low=1, high=MAX_SIDE),
+        "out_features": _str_list,
+    }
 
     def __init__(
         self,
@@ -76,8 +217,8 @@ class SwinConfig(_StagedConfig):
         self.patch_size = patch_size
         self.num_channels = num_channels
         self.embed_dim = embed_dim
-        self.depths = list(depths) if depths is not None else [2, 2, 6, 2]
-        self.num_heads = list(num_heads) if num_heads is not None else [3, 6, 12, 24]
+        self.depths = [2, 2, 6, 2] if depths is None else depths
+        self.num_heads = [3, 6, 12, 24] if num_heads is None else num_heads
         self.window_size = window_size
         self.mlp_ratio = mlp_ratio
         self.qkv_bias = qkv_bias
@@ -89,10 +230,9 @@ class SwinConfig(_StagedConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.encoder_stride = encoder_stride
-        stage_names = self.stage_names
-        if out_features is None and out_indices is not None:
-            out_features = [stage_names[i] for i in out_indices]
-        self.out_features = list(out_features) if out_features is not None else [stage_names[-1]]
+        # The stage names come from the number of depths, which must be a list before that.
+        self.depths = _int_sizes("depths", self.depths)
+        self.out_features = self._resolve_out_features(out_features, out_indices)
         self._set_extras(kwargs)
         self.validate()
 
@@ -111,30 +251,38 @@ class SwinConfig(_StagedConfig):
         return [self.embed_dim * 2**i for i in range(len(self.depths))]
 
     def validate(self) -> None:
+        """Check every field (type, range, sanity limit), then how they fit together.
+
+        Also stores each field's canonical form (a list for a tuple, a float for an int where a
+        number is expected). Raises ConfigError naming the field.
+        """
+        self._check_fields()
         if len(self.depths) != len(self.num_heads):
             raise ConfigError(
-                f"SwinConfig: depths {self.depths} and num_heads {self.num_heads} must have the "
+                f"num_heads: depths {self.depths} and num_heads {self.num_heads} must have the "
                 "same length (one entry per stage)"
             )
-        if not self.depths or any(int(d) < 1 for d in self.depths):
-            raise ConfigError(
-                f"SwinConfig: every stage needs at least one block, got {self.depths}"
-            )
+        self._check_stages()
+        self._check_widths("embed_dim", self.stage_channels)
         for i, (width, heads) in enumerate(zip(self.stage_channels, self.num_heads)):
-            if heads < 1 or width % heads:
+            if heads < 1:
+                raise ConfigError(f"num_heads: every stage needs a positive count, got {heads}")
+            if width % heads:
                 raise ConfigError(
-                    f"SwinConfig: stage {i + 1} has {width} channels (embed_dim {self.embed_dim} "
+                    f"num_heads: stage {i + 1} has {width} channels (embed_dim {self.embed_dim} "
                     f"x 2**{i}), which {heads} heads do not divide"
                 )
-        if self.window_size < 1 or self.patch_size < 1:
-            raise ConfigError("SwinConfig: window_size and patch_size must be positive")
-        unknown = [f for f in self.out_features if f not in self.stage_names]
-        if unknown:
+        hidden = int(self.mlp_ratio * min(self.stage_channels))
+        if hidden < 1 or self.mlp_ratio * max(self.stage_channels) > 4 * MAX_WIDTH:
             raise ConfigError(
-                f"SwinConfig: out_features {unknown} are not stages; choose from {self.stage_names}"
+                f"mlp_ratio: {self.mlp_ratio:g} x the stage widths {self.stage_channels} gives "
+                f"feed-forward widths outside 1..{4 * MAX_WIDTH}"
             )
-        if self.hidden_act not in ACTIVATIONS:
-            raise ConfigError(f"SwinConfig: unknown hidden_act {self.hidden_act!r}")
+        if self.use_absolute_embeddings:
+            raise ConfigError(
+                "use_absolute_embeddings: true is not supported (this Swin has no absolute "
+                "position embeddings; every published Mask2Former checkpoint uses false)"
+            )
 
     def to_dict(self) -> Dict[str, Any]:
         out = super().to_dict()
@@ -153,10 +301,22 @@ class ResNetConfig(_StagedConfig):
 
     model_type = "resnet"
     layer_types = ("basic", "bottleneck")
+    _block_word = "layer"
     _fields = (
         "num_channels", "embedding_size", "hidden_sizes", "depths", "layer_type", "hidden_act",
         "downsample_in_first_stage", "downsample_in_bottleneck", "out_features",
     )  # fmt: skip
+    _checks = {
+        "num_channels": partial(check_int, low=1, high=MAX_INPUT_CHANNELS),
+        "embedding_size": partial(check_int, low=1, high=MAX_WIDTH),
+        "hidden_sizes": _int_sizes,
+        "depths": _int_sizes,
+        "layer_type": partial(check_choice, choices=layer_types),
+        "hidden_act": partial(check_choice, choices=ACTIVATIONS),
+        "downsample_in_first_stage": check_bool,
+        "downsample_in_bottleneck": check_bool,
+        "out_features": _str_list,
+    }
 
     def __init__(
         self,
@@ -174,39 +334,17 @@ class ResNetConfig(_StagedConfig):
     ):
         self.num_channels = num_channels
         self.embedding_size = embedding_size
-        self.hidden_sizes = (
-            list(hidden_sizes) if hidden_sizes is not None else [256, 512, 1024, 2048]
-        )
-        self.depths = list(depths) if depths is not None else [3, 4, 6, 3]
+        self.hidden_sizes = [256, 512, 1024, 2048] if hidden_sizes is None else hidden_sizes
+        self.depths = [3, 4, 6, 3] if depths is None else depths
         self.layer_type = layer_type
         self.hidden_act = hidden_act
         self.downsample_in_first_stage = downsample_in_first_stage
         self.downsample_in_bottleneck = downsample_in_bottleneck
+        # The stage names come from the number of depths, which must be a list before that.
+        self.depths = _int_sizes("depths", self.depths)
         self.out_features = self._resolve_out_features(out_features, out_indices)
         self._set_extras(kwargs)
         self.validate()
-
-    def _resolve_out_features(
-        self, out_features: Optional[List[str]], out_indices: Optional[List[int]]
-    ) -> List[str]:
-        """``out_features``, or the stages that ``out_indices`` names, or the last stage."""
-        names = self.stage_names
-        from_indices = None
-        if out_indices is not None:
-            bad = [i for i in out_indices if not -len(names) <= int(i) < len(names)]
-            if bad:
-                raise ConfigError(
-                    f"ResNetConfig: out_indices {bad} are out of range for the stages {names}"
-                )
-            from_indices = [names[int(i)] for i in out_indices]
-        if out_features is None:
-            return from_indices if from_indices is not None else [names[-1]]
-        if from_indices is not None and list(out_features) != from_indices:
-            raise ConfigError(
-                f"ResNetConfig: out_features {list(out_features)} and out_indices "
-                f"{list(out_indices)} name different stages"
-            )
-        return list(out_features)
 
     @property
     def stage_channels(self) -> List[int]:
@@ -214,48 +352,26 @@ class ResNetConfig(_StagedConfig):
         return list(self.hidden_sizes)
 
     def validate(self) -> None:
-        if self.layer_type not in self.layer_types:
-            raise ConfigError(
-                f"ResNetConfig: unknown layer_type {self.layer_type!r}; choose from "
-                f"{list(self.layer_types)}"
-            )
+        """Check every field (type, range, sanity limit), then how they fit together.
+
+        Also stores each field's canonical form (a list for a tuple). Raises ConfigError naming
+        the field.
+        """
+        self._check_fields()
         if len(self.hidden_sizes) != len(self.depths):
             raise ConfigError(
-                f"ResNetConfig: hidden_sizes {self.hidden_sizes} and depths {self.depths} must "
+                f"hidden_sizes: hidden_sizes {self.hidden_sizes} and depths {self.depths} must "
                 "have the same length (one entry per stage)"
             )
-        if not self.depths or any(int(d) < 1 for d in self.depths):
-            raise ConfigError(
-                f"ResNetConfig: every stage needs at least one layer, got depths {self.depths}"
-            )
-        if self.num_channels < 1 or self.embedding_size < 1:
-            raise ConfigError(
-                f"ResNetConfig: num_channels ({self.num_channels}) and embedding_size "
-                f"({self.embedding_size}) must be positive"
-            )
+        self._check_stages()
         # A bottleneck works at a quarter of its output width, which must not round to zero.
         smallest = 4 if self.layer_type == "bottleneck" else 1
-        if any(int(h) < smallest for h in self.hidden_sizes):
+        if any(h < smallest for h in self.hidden_sizes):
             raise ConfigError(
-                f"ResNetConfig: hidden_sizes {self.hidden_sizes} must all be at least {smallest} "
+                f"hidden_sizes: {self.hidden_sizes} must all be at least {smallest} "
                 f"for {self.layer_type} layers"
             )
-        unknown = [f for f in self.out_features if f not in self.stage_names]
-        if unknown:
-            raise ConfigError(
-                f"ResNetConfig: out_features {unknown} are not stages; choose from "
-                f"{self.stage_names}"
-            )
-        if self.out_indices != sorted(set(self.out_indices)):
-            raise ConfigError(
-                f"ResNetConfig: out_features {self.out_features} must be distinct and in stage "
-                f"order {self.stage_names}"
-            )
-        if self.hidden_act not in ACTIVATIONS:
-            raise ConfigError(
-                f"ResNetConfig: unknown hidden_act {self.hidden_act!r}; choose from "
-                f"{list(ACTIVATIONS)}"
-            )
+        self._check_widths("hidden_sizes", self.hidden_sizes)
 
     def to_dict(self) -> Dict[str, Any]:
         out = super().to_dict()
@@ -272,12 +388,12 @@ def backbone_config_from_dict(data: Dict[str, Any]) -> BackboneConfig:
     """The backbone config class that ``data["model_type"]`` names, read from ``data``.
 
     A dict without ``model_type`` is read as Swin, the backbone of every published checkpoint.
+    Errors name the field (``depths: ...``); the caller adds ``backbone_config.`` in front.
     """
     model_type = data.get("model_type", SwinConfig.model_type)
-    cls = BACKBONE_CONFIGS.get(model_type)
-    if cls is None:
+    if not isinstance(model_type, str) or model_type not in BACKBONE_CONFIGS:
         raise ConfigError(
-            f"backbone_config has model_type {model_type!r}, which is not supported; choose from "
+            f"model_type: backbone model_type {show(model_type)} is not supported; choose from "
             f"{sorted(BACKBONE_CONFIGS)}"
         )
-    return cls.from_dict(data)
+    return BACKBONE_CONFIGS[model_type].from_dict(data)

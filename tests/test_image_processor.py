@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 
 import numpy as np
@@ -306,3 +307,96 @@ def test_published_layout_with_deprecated_keys(tmp_path):
         assert ours[key] == theirs[key], key
     override = Mask2FormerImageProcessor.from_pretrained(tmp_path, max_size=500, size=300)
     assert override.size == {"shortest_edge": 300, "longest_edge": 500}
+
+
+# -- field-by-field validation (issue 20, item 12) ---------------------------------------------
+
+
+def _write_processor_config(folder, **changes):
+    path = folder / "preprocessor_config.json"
+    data = Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).to_dict()
+    data.update(changes)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(resample=None), "resample: expected an integer, got None"),
+        (dict(resample=7), "resample: expected a PIL resampling filter"),
+        (dict(image_mean=[0.5, 0.5]), "image_mean: expected 3 entries"),
+        (dict(image_mean="0.5"), "image_mean: expected a number or a list of 3 numbers"),
+        (dict(image_std=[0.2, 0.0, 0.2]), r"image_std\[1\]: must be in \(0, 65536\]"),
+        (dict(image_std=-1), "image_std: must be in"),
+        (dict(size=10**12), "size: must be at most"),
+        (dict(size={"shortest_edge": 64.5}), "size.shortest_edge: expected an integer"),
+        (dict(size={"shortest_edge": 64, "longest_edge": 32}), "longest_edge .* must be larger"),
+        (dict(size={"short": 64}), "size: expected the keys"),
+        (dict(size_divisor=-32), "size_divisor: must be at least 0"),
+        (dict(rescale_factor=0), r"rescale_factor: must be in \(0, 1000\]"),
+        (dict(do_resize="yes"), "do_resize: expected true or false"),
+        (dict(reduce_labels=1), "reduce_labels: expected true or false"),
+        (dict(ignore_index=255.0), "ignore_index: expected an integer"),
+        (dict(num_labels=[133]), "num_labels: expected an integer"),
+        (dict(_max_size=1e12), "_max_size: expected an integer"),
+    ],
+)
+def test_bad_fields_in_a_file_name_the_file_and_the_field(tmp_path, changes, message):
+    path = _write_processor_config(tmp_path, **changes)
+    with pytest.raises(ValueError, match=message) as error:
+        Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("text", ["[1]", "{", "\xff"])
+def test_unreadable_processor_files_name_the_file(tmp_path, text):
+    path = tmp_path / "preprocessor_config.json"
+    path.write_text(text, encoding="latin-1")
+    with pytest.raises(ValueError) as error:
+        Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+def test_processor_overrides_are_validated(tmp_path):
+    path = _write_processor_config(tmp_path)
+    with pytest.raises(ValueError) as error:
+        Mask2FormerImageProcessor.from_pretrained(tmp_path, resample="bilinear")
+    assert str(error.value).startswith(f"{path} with overrides ['resample']: resample: ")
+
+
+def test_single_number_mean_and_std():
+    proc = Mask2FormerImageProcessor(image_mean=0.5, image_std=0.25, do_resize=False)
+    assert proc.image_mean == [0.5, 0.5, 0.5] and proc.image_std == [0.25, 0.25, 0.25]
+    listed = Mask2FormerImageProcessor(image_mean=[0.5] * 3, image_std=[0.25] * 3, do_resize=False)
+    image = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    ours = proc(image, return_tensors="pt").pixel_values
+    assert torch.equal(ours, listed(image, return_tensors="pt").pixel_values)
+
+
+def test_single_number_mean_round_trip(tmp_path):
+    proc = Mask2FormerImageProcessor(image_mean=0.5)
+    proc.save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert written["image_mean"] == [0.5, 0.5, 0.5]
+    assert Mask2FormerImageProcessor.from_pretrained(tmp_path).to_dict() == proc.to_dict()
+
+
+def test_single_number_mean_in_a_file(tmp_path):
+    _write_processor_config(tmp_path, image_mean=0)
+    proc = Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    assert proc.image_mean == [0.0, 0.0, 0.0]
+    batch = proc(np.zeros((20, 30, 3), np.uint8), return_tensors="pt")
+    assert torch.isfinite(batch.pixel_values).all()
+
+
+def test_processor_save_replaces_a_symlink_instead_of_writing_through_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    os.symlink(victim, folder / "preprocessor_config.json")
+    (path,) = Mask2FormerImageProcessor(size=384).save_pretrained(folder)
+    assert victim.read_text() == "keep" and not os.path.islink(path)
+    assert Mask2FormerImageProcessor.from_pretrained(folder).size["shortest_edge"] == 384
+    assert [p.name for p in folder.iterdir()] == ["preprocessor_config.json"]

@@ -4,12 +4,28 @@ model's outputs, and ``preprocessor_config.json`` in the published layout."""
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import warnings
+from functools import partial
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
+from .._config_base import (
+    INT32,
+    MAX_LABELS,
+    MAX_SIDE,
+    ConfigError,
+    check_bool,
+    check_float,
+    check_int,
+    check_list,
+    optional,
+    prefixed,
+    show,
+)
+from ..files import write_text
 from ..hub import resolve_file
 from . import postprocess
 from .batch import BatchFeature
@@ -41,6 +57,104 @@ _TYPE_KEYS = (
     "processor_class",
     "_processor_class",
 )
+RESAMPLE_FILTERS = {0: "NEAREST", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC", 4: "BOX", 5: "HAMMING"}
+MAX_SIZE_DIVISOR = 1024  # published: 32
+# Per-channel statistics are in pixel units after rescaling: 0..1, or up to 65535 for 16-bit
+# images that are not rescaled. Beyond that a value is a mistake (and 1e308 overflows float32).
+MAX_PIXEL_STAT = 65536.0
+SIZE_KEYS = ({"shortest_edge", "longest_edge"}, {"height", "width"}, {"shortest_edge"})
+
+
+# ---------------------------------------------------------------------- field checks
+def _side(name: str, value: Any) -> int:
+    return check_int(name, value, 1, MAX_SIDE)
+
+
+def _check_size(value: Any) -> None:
+    """``size``: an int shortest edge, a (height, width) pair, or a dict with the keys of one
+    of SIZE_KEYS, every side an integer in 1..MAX_SIDE."""
+    if isinstance(value, (list, tuple)):
+        check_list("size", value, _side, min_len=2, max_len=2)
+    elif isinstance(value, dict):
+        if set(value) not in SIZE_KEYS:
+            raise ConfigError(
+                f"size: expected the keys {{'shortest_edge', 'longest_edge'}}, {{'height', "
+                f"'width'}} or {{'shortest_edge'}}, got {show(sorted(map(str, value)))}"
+            )
+        for key, side in value.items():
+            _side(f"size.{key}", side)
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"size: expected an int, a (height, width) pair or an object, got {show(value)}"
+        )
+    else:
+        _side("size", value)
+
+
+def _check_edges(size: Dict[str, int]) -> None:
+    """The resize rule needs a longest edge above the shortest one."""
+    short, long = size.get("shortest_edge"), size.get("longest_edge")
+    if short is not None and long is not None and long <= short:
+        raise ConfigError(
+            f"size: longest_edge ({long}, max_size when size is an int) must be larger than "
+            f"shortest_edge ({short})"
+        )
+
+
+def _check_resample(name: str, value: Any) -> int:
+    value = check_int(name, value)
+    if value not in RESAMPLE_FILTERS:
+        raise ConfigError(
+            f"{name}: expected a PIL resampling filter "
+            f"({', '.join(f'{k} {v}' for k, v in RESAMPLE_FILTERS.items())}), got {value}"
+        )
+    return value
+
+
+def _channel_stats(name: str, value: Any, positive: bool) -> List[float]:
+    """``image_mean``/``image_std``: one number for all three channels, or a list of three."""
+    low = 0.0 if positive else -MAX_PIXEL_STAT
+
+    def number(entry_name: str, entry: Any) -> float:
+        return check_float(entry_name, entry, low, MAX_PIXEL_STAT, low_open=positive)
+
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return check_list(name, value, number, min_len=3, max_len=3)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}: expected a number or a list of 3 numbers, got {show(value)}")
+    return [number(name, value)] * 3
+
+
+def _pop_max_size(kwargs: Dict[str, Any]) -> int:
+    """The longest edge for an int ``size``: ``max_size`` (deprecated) or ``_max_size`` (the
+    name transformers writes), removed from ``kwargs``; 1333 when neither is set."""
+    max_size = optional(_side)("max_size", kwargs.pop("max_size", None))
+    private_max = optional(_side)("_max_size", kwargs.pop("_max_size", None))
+    return max_size or private_max or _DEFAULT_MAX_SIZE
+
+
+def _read_size(size: Any, max_size: int) -> Dict[str, int]:
+    """``size`` checked and in its dict form (None: shortest edge 800, longest ``max_size``)."""
+    if size is None:
+        size = {"shortest_edge": 800, "longest_edge": max_size}
+    _check_size(size)
+    out = normalize_size(size, max_size)
+    _check_edges(out)
+    return out
+
+
+def _read_json_object(path: str) -> Dict[str, Any]:
+    """The JSON object in ``path``; a ConfigError that names the file otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, absurd nesting
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 class Mask2FormerImageProcessor:
@@ -78,27 +192,41 @@ class Mask2FormerImageProcessor:
         reduce_labels: bool = False,
         **kwargs: Any,
     ) -> None:
+        """Arguments as in transformers 4.37.2; each is checked here, and a bad value is a
+        ValueError (ConfigError) that names it. ``image_mean``/``image_std`` may be one number
+        for all three channels. Other keyword arguments (e.g. ``num_labels``) are kept and
+        written back by ``save_pretrained``."""
         # Deprecated names still found in published files.
+        divisor_key = "size_divisor"
         if "size_divisibility" in kwargs:
-            size_divisor = kwargs.pop("size_divisibility")
-        max_size = kwargs.pop("max_size", None)
-        private_max = kwargs.pop("_max_size", None)
-        self._max_size = int(max_size or private_max or _DEFAULT_MAX_SIZE)
+            size_divisor, divisor_key = kwargs.pop("size_divisibility"), "size_divisibility"
+        self._max_size = _pop_max_size(kwargs)
         for key in _TYPE_KEYS:
             kwargs.pop(key, None)
-        if size is None:
-            size = {"shortest_edge": 800, "longest_edge": self._max_size}
-        self.do_resize = bool(do_resize)
-        self.size = normalize_size(size, self._max_size)
-        self.size_divisor = int(size_divisor or 0)
-        self.resample = int(resample)
-        self.do_rescale = bool(do_rescale)
-        self.rescale_factor = float(rescale_factor)
-        self.do_normalize = bool(do_normalize)
-        self.image_mean = list(image_mean) if image_mean is not None else list(IMAGENET_MEAN)
-        self.image_std = list(image_std) if image_std is not None else list(IMAGENET_STD)
-        self.ignore_index = ignore_index
-        self.reduce_labels = bool(reduce_labels)
+        self.do_resize = check_bool("do_resize", do_resize)
+        self.size = _read_size(size, self._max_size)
+        # None (an explicit "no rounding") is kept working: it was accepted before.
+        self.size_divisor = check_int(
+            divisor_key, 0 if size_divisor is None else size_divisor, 0, MAX_SIZE_DIVISOR
+        )
+        self.resample = _check_resample("resample", resample)
+        self.do_rescale = check_bool("do_rescale", do_rescale)
+        self.rescale_factor = check_float(
+            "rescale_factor", rescale_factor, 0.0, 1000.0, low_open=True
+        )
+        self.do_normalize = check_bool("do_normalize", do_normalize)
+        mean = IMAGENET_MEAN if image_mean is None else image_mean
+        std = IMAGENET_STD if image_std is None else image_std
+        self.image_mean = _channel_stats("image_mean", mean, positive=False)
+        self.image_std = _channel_stats("image_std", std, positive=True)
+        self.ignore_index = optional(partial(check_int, low=INT32[0], high=INT32[1]))(
+            "ignore_index", ignore_index
+        )
+        self.reduce_labels = check_bool("reduce_labels", reduce_labels)
+        if "num_labels" in kwargs:
+            kwargs["num_labels"] = optional(partial(check_int, low=1, high=MAX_LABELS))(
+                "num_labels", kwargs["num_labels"]
+            )
         # Other keys of a loaded file (e.g. "num_labels") are kept and written back.
         self.extra_config: Dict[str, Any] = dict(kwargs)
 
@@ -141,8 +269,8 @@ class Mask2FormerImageProcessor:
             raise ValueError(f"{save_directory} is a file; save_pretrained needs a folder")
         os.makedirs(save_directory, exist_ok=True)
         path = os.path.join(save_directory, CONFIG_NAME)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
+        # Atomic replace: an interrupted save never leaves half a file (mask2former.files).
+        write_text(path, self.to_json_string())
         return [path]
 
     @classmethod
@@ -151,11 +279,23 @@ class Mask2FormerImageProcessor:
     ) -> Mask2FormerImageProcessor:
         """Load from a folder, a ``preprocessor_config.json`` path, a built-in model or a hub id."""
         path = resolve_file(pretrained_model_name_or_path, CONFIG_NAME)
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} does not hold a JSON object")
-        return cls.from_dict(config, **kwargs)
+        config = _read_json_object(path)
+        # The file alone first, so that an error in it is blamed on it and not on kwargs.
+        with prefixed(f"{path}: "):
+            processor = cls._from_dict_checked(config)
+        if not kwargs:
+            return processor
+        with prefixed(f"{path} with overrides {sorted(kwargs)}: "):
+            return cls._from_dict_checked(config, **kwargs)
+
+    @classmethod
+    def _from_dict_checked(cls, config: Mapping[str, Any], **kwargs: Any):
+        """``from_dict``, with a TypeError (a key such as "self" that clashes with the
+        constructor's own arguments) turned into a ConfigError."""
+        try:
+            return cls.from_dict(config, **kwargs)
+        except TypeError as e:
+            raise ConfigError(str(e)) from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
