@@ -256,9 +256,12 @@ def test_threshold_defaults_to_the_models_own(predictor, tmp_path):
     assert kept(own.predict(image)[0]) == kept(predictor.predict(image, threshold=own_value)[0])
     # An explicit threshold wins over the model's.
     assert kept(own.predict(image, threshold=0.5)[0]) == kept(predictor.predict(image)[0])
-    bad = Predictor.from_pretrained(make_model_dir(tmp_path / "bad", object_mask_threshold=1.5))
-    with pytest.raises(ValueError, match="object_mask_threshold must be a number in"):
-        bad.predict(image)
+    # A bad value in config.json is refused when the model is loaded, naming file and field.
+    bad = Path(make_model_dir(tmp_path / "bad"))
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "object_mask_threshold": 1.5}))
+    with pytest.raises(ValueError, match=r"config\.json: object_mask_threshold: must be in"):
+        Predictor.from_pretrained(bad)
 
 
 def test_stuff_classes_are_fused_by_default(model_dir, tmp_path):
