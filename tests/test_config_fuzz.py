@@ -18,7 +18,6 @@ import math
 import os
 import signal
 import threading
-import time
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
@@ -34,7 +33,9 @@ from mask2former.hub import BUILTIN_MODELS_DIR
 
 SHAPES = os.path.join(BUILTIN_MODELS_DIR, "shapes")
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
-CASE_LIMIT_S = 10.0
+# A hang guard, not a speed check: a case still running after this long is a hang (such as
+# building 10^12 decoder layers); every case takes well under a second when it is refused.
+CASE_LIMIT_S = 60.0
 
 # Wrong types, wrong signs, zero, small values that may break a relation between fields, and
 # huge values (as a float and as an int; NaN and infinity are not JSON, so 1e308 stands in).
@@ -184,13 +185,12 @@ def _run_case(
 ) -> str:
     """Write ``data`` to ``folder/file_name``, load it and use what loads; "accepted" or
     "refused". Fails on an error that is not a ValueError naming the file and the field, on a
-    failure while using an accepted value, and on a case slower than CASE_LIMIT_S."""
+    failure while using an accepted value, and on a case that hangs (CASE_LIMIT_S)."""
     file = os.path.join(folder, file_name)
     with open(file, "w", encoding="utf-8") as f:
         json.dump(data, f)
     case = f"{'.'.join(path)} = {value!r}"
     message = None
-    start = time.perf_counter()
     try:
         with _deadline(CASE_LIMIT_S):
             try:
@@ -204,8 +204,6 @@ def _run_case(
     except Exception as e:  # a TypeError from loading, or anything from using what loaded
         stage = "loading" if message is None and "loaded" not in locals() else "using it"
         pytest.fail(f"{case}: {stage} raised {type(e).__name__}: {e}")
-    elapsed = time.perf_counter() - start
-    assert elapsed <= CASE_LIMIT_S, f"{case}: took {elapsed:.1f} s"
     if message is None:
         return "accepted"
     _check_message(message, file, path, case)
