@@ -57,10 +57,10 @@ def dataset(tmp_path, capsys) -> Path:
     return data
 
 
-def edit_file_names(data: Path, name: str) -> None:
-    """Give the first image of the panoptic dataset another ``file_name``."""
+def edit_file_names(data: Path, name: str, index: int = 0) -> None:
+    """Give image ``index`` of the panoptic dataset another ``file_name``."""
     meta = json.loads((data / "panoptic.json").read_text())
-    meta["images"][0]["file_name"] = name
+    meta["images"][index]["file_name"] = name
     (data / "panoptic.json").write_text(json.dumps(meta))
 
 
@@ -77,9 +77,11 @@ def test_1_save_predictions_never_writes_outside_its_folder(tmp_path, dataset, m
     assert code == 1 and "absolute" in one_line_error(err, "evaluate")
     assert photo.read_bytes() == before
     (dataset / "escape.png").write_bytes(before)
-    edit_file_names(dataset, "../escape.png")
+    edit_file_names(dataset, "000000.png")
+    edit_file_names(dataset, "../escape.png", index=2)  # the last image: found up front
     code, _, err = run(capsys, *base, "--save-predictions", str(preds), "--overwrite")
     assert code == 1 and "'..'" in one_line_error(err, "evaluate")
+    assert not (preds / "panoptic").exists()  # refused before the first image was evaluated
     assert (dataset / "escape.png").read_bytes() == before
     assert not (preds / "escape.png").exists() and not (tmp_path / "escape.png").exists()
 

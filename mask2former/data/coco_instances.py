@@ -118,6 +118,10 @@ class CocoInstancesDataset:
             "image_id": info["id"],
         }
 
+    def file_name(self, index: int) -> str:
+        """Sample ``index``'s image ``file_name`` as the JSON gives it, without reading files."""
+        return str(self._images[index]["file_name"])
+
     def validate(self) -> None:
         """Read every sample once; raises :class:`DatasetError` at the first broken one."""
         for i in range(len(self)):

@@ -123,6 +123,10 @@ class CocoPanopticDataset:
         sample.update(image=image, file_name=str(img_info["file_name"]), image_id=img_info["id"])
         return sample
 
+    def file_name(self, index: int) -> str:
+        """Sample ``index``'s image ``file_name`` as the JSON gives it, without reading files."""
+        return str(self._items[index]["image"]["file_name"])
+
     def validate(self) -> None:
         """Read every sample once; raises :class:`DatasetError` at the first broken one."""
         for i in range(len(self)):

@@ -262,8 +262,12 @@ class ShapesDataset:
         index %= self.num_samples
         raw = render_shapes(self.seed, index, self.config)
         sample = segments_to_sample(raw["panoptic"], raw["segments_info"], self.categories)
-        sample.update(raw, file_name=f"{index:06d}.png")
+        sample.update(raw, file_name=self.file_name(index))
         return sample
+
+    def file_name(self, index: int) -> str:
+        """Sample ``index``'s ``file_name``, without rendering it."""
+        return f"{index % self.num_samples:06d}.png"
 
     @property
     def label_names(self) -> List[str]:

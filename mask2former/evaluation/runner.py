@@ -108,6 +108,8 @@ def evaluate_model(
     model.eval().to(device)
     dtype = next(model.parameters()).dtype
     limit = len(dataset) if max_images is None else min(max_images, len(dataset))
+    if saver is not None:
+        saver.check_names(dataset, limit)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -214,8 +216,25 @@ class _PredictionWriter:
     def _category(self, label: int) -> int:
         return int(self.cats[label]["category_id"])
 
+    @staticmethod
+    def output_name(file_name: str) -> str:
+        """The PNG name of a sample's predictions: its ``file_name`` with a .png extension."""
+        return os.path.splitext(file_name)[0] + ".png"
+
+    def check_names(self, dataset: Any, limit: int) -> None:
+        """Refuse, before any work, a ``file_name`` that would be written outside the folder
+        (datasets that list their names without reading files; others are checked per image)."""
+        names = getattr(dataset, "file_name", None)
+        if names is None:
+            return
+        for index in range(limit):
+            self._path("panoptic", self.output_name(names(index)))
+
+    def _path(self, kind: str, name: str) -> str:
+        return confined_path(os.path.join(self.dir, kind), name, what="dataset file_name")
+
     def _png(self, kind: str, name: str, array: np.ndarray) -> None:
-        path = confined_path(os.path.join(self.dir, kind), name, what="dataset file_name")
+        path = self._path(kind, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         save_image(path, array)
 
@@ -223,7 +242,7 @@ class _PredictionWriter:
         from ..data.io import id_to_rgb
         from ..processing.rle import encode_masks
 
-        name = os.path.splitext(str(sample.get("file_name", f"{index:06d}.png")))[0] + ".png"
+        name = self.output_name(str(sample.get("file_name", f"{index:06d}.png")))
         if pan is not None:
             ids = pan["segmentation"].cpu().numpy()
             self._png("panoptic", name, id_to_rgb(ids))
