@@ -239,13 +239,14 @@ class PreTrainedMixin:
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
         """Write config.json and model.safetensors (transformers 4.37.2 layout) atomically."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
+
+        from .files import write_bytes
 
         os.makedirs(save_directory, exist_ok=True)
         self.config.save_pretrained(save_directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        path = os.path.join(save_directory, SAFE_WEIGHTS)
-        tmp = path + ".tmp"
-        # transformers refuses safetensors files without the "format" metadata.
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
+        # transformers refuses safetensors files without the "format" metadata. The bytes go
+        # through mask2former.files: an exclusive temporary file, then a rename over the name.
+        data = save(state, metadata={"format": "pt"})
+        write_bytes(os.path.join(save_directory, SAFE_WEIGHTS), data)

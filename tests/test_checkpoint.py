@@ -220,3 +220,25 @@ def test_save_writes_published_layout(tmp_path):
     assert all(isinstance(k, str) for k in config["id2label"])
     ref_keys = set(load_file(folder / "model.safetensors"))
     assert set(load_file(tmp_path / "out" / "model.safetensors")) == ref_keys
+
+
+def test_save_does_not_write_through_a_planted_temporary_name(tmp_path):
+    """The weights are written through mask2former.files: never through a planted name (the old
+    predictable model.safetensors.tmp), and with the permissions a plain file gets (safetensors'
+    own writer made them private, 0600, whatever the umask)."""
+    import os
+
+    _, folder = make_reference(tmp_path)
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, out / "model.safetensors.tmp")
+    model.save_pretrained(out)
+    assert victim.read_text() == "precious"
+    assert set(load_file(out / "model.safetensors")) == set(model.state_dict())
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask

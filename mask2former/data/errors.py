@@ -16,3 +16,8 @@ class DatasetError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        # Pickled with both arguments (the default passes only the message), so the error
+        # crosses process boundaries (data-loading workers) intact.
+        return type(self), (self.path, self.problem)

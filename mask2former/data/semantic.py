@@ -32,7 +32,11 @@ class SemanticSegmentationDataset:
         reduce_labels: see above.
         ignore_index: value of unlabelled pixels after reduction.
         num_labels: when given, a label >= num_labels (other than ignore_index) is an error.
+            Defaults to the number of ``categories`` when they are given.
         label_names: optional class names, kept as ``label_names``.
+        categories: optional COCO-style categories (``id``, ``name``, ``isthing``), e.g. a
+            ``categories.json``; label ``i`` is the ``i``-th by id (as in
+            :func:`export_panoptic_dataset`). Kept as ``categories``; sets ``label_names``.
 
     Samples: ``image`` (H, W, 3) uint8, ``masks`` (N, H, W) bool (one per class present),
     ``labels`` (N,) int64 (sorted), ``semantic`` (H, W) int64 class map (ignore_index where void),
@@ -47,11 +51,18 @@ class SemanticSegmentationDataset:
         ignore_index: int = 255,
         num_labels: Optional[int] = None,
         label_names: Optional[Sequence[str]] = None,
+        categories: Optional[Sequence[Dict[str, Any]]] = None,
     ) -> None:
         self.image_dir = Path(image_dir)
         self.label_dir = Path(label_dir)
         self.reduce_labels = reduce_labels
         self.ignore_index = int(ignore_index)
+        self.categories: Optional[List[Dict[str, Any]]] = None
+        if categories:
+            self.categories = sorted(categories, key=lambda c: int(c["id"]))
+            label_names = [str(c["name"]) for c in self.categories]
+            if num_labels is None:
+                num_labels = len(self.categories)
         self.num_labels = num_labels
         self.label_names: Optional[List[str]] = list(label_names) if label_names else None
         for d in (self.image_dir, self.label_dir):

@@ -8,12 +8,22 @@ of data-loading workers, and each process of a multi-process run sees its own sh
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["TrainSamples", "ResumableBatchSampler", "collate", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "TrainSamples",
+    "ResumableBatchSampler",
+    "WorkerFailure",
+    "WorkerSafe",
+    "collate",
+    "collate_or_failure",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,6 +88,67 @@ def collate(items: List[Dict[str, torch.Tensor]]) -> Dict[str, Any]:
         "mask_labels": [item["mask_labels"] for item in items],
         "class_labels": [item["class_labels"] for item in items],
     }
+
+
+class WorkerFailure:
+    """A user error (a broken dataset file, a bad setting) met in a data-loading worker, carried
+    to the main process as a value.
+
+    PyTorch re-raises a worker's exception in the main process by calling its type with one
+    message that holds the worker's whole traceback, or as a ``RuntimeError`` when the type
+    does not take one argument, so the one-line error a user gets with ``--workers 0`` would
+    become a traceback. Returned instead of a batch, the original exception is raised again
+    as it was (see :meth:`raise_`).
+    """
+
+    def __init__(self, error: Exception):
+        self.error = _portable(error)
+
+    def raise_(self) -> None:
+        raise self.error
+
+
+def _portable(error: Exception) -> Exception:
+    """``error`` if it survives pickling (the trip to the main process), else a ValueError
+    with its message: an exception that cannot be sent would leave the main process waiting."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return ValueError(str(error))
+    return error
+
+
+# The errors a user can cause and fix (the dataset's files, the crop size): carried as they
+# are. Anything else stays an exception with the worker's traceback, which a bug needs.
+_USER_ERRORS = (ValueError, OSError)
+
+
+class WorkerSafe(torch.utils.data.Dataset):
+    """``dataset`` for data-loading workers: a user error while reading an item is returned as
+    a :class:`WorkerFailure` instead of raised (use with :func:`collate_or_failure`)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.dataset[key]
+        except _USER_ERRORS as e:
+            return WorkerFailure(e)
+
+
+def collate_or_failure(items: List[Any]) -> Any:
+    """:func:`collate`, or the first :class:`WorkerFailure` among ``items`` (or of collating)."""
+    for item in items:
+        if isinstance(item, WorkerFailure):
+            return item
+    try:
+        return collate(items)
+    except _USER_ERRORS as e:
+        return WorkerFailure(e)
 
 
 class ResumableBatchSampler(torch.utils.data.Sampler):

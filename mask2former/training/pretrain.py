@@ -13,6 +13,7 @@ head classifies the pooled vector. On the shapes data a small ResNet learns this
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import append_text
 from .data import collate
 from .optim import lr_factor
 from .trainer import TrainingDiverged
@@ -98,6 +100,45 @@ class PretrainConfig:
     log_every: int = 50
     eval_every: int = 500
     progress: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a number above 0, got {self.lr}")
+        for name in ("weight_decay", "clip_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value}")
+        if self.schedule not in ("constant", "poly"):
+            raise ValueError(f"schedule must be constant or poly, got {self.schedule!r}")
+
+
+LOG_FILE = "pretrain_log.jsonl"
+
+
+def _diverged(what: str, step: int) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"pretraining {what} at step {step}; stopped before saving anything. Lower the "
+        "learning rate (--lr)."
+    )
+
+
+def _update(model: nn.Module, optimizer, logits, labels, config: PretrainConfig, step: int):
+    """One optimiser step on the cross-entropy of ``logits``; returns the loss. A NaN or
+    infinite loss or gradient norm stops with :class:`TrainingDiverged` before the update."""
+    loss = F.cross_entropy(logits, labels)
+    if not torch.isfinite(loss):
+        raise _diverged(f"loss is {float(loss)}", step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm or math.inf))
+    if not math.isfinite(norm):
+        raise _diverged(f"gradient norm is {norm}", step)
+    optimizer.step()
+    return float(loss.detach())
 
 
 @torch.no_grad()
@@ -113,7 +154,8 @@ def held_out_accuracy(
     preds, targets = [], []
     for batch in batches:
         targets.append(torch.cat(batch["class_labels"]))
-        preds.append(model(batch["pixel_values"], batch["mask_labels"]).argmax(1))
+        pixels, masks = _on_device(batch, _device_of(model))
+        preds.append(model(pixels, masks).argmax(1).cpu())
     model.train(was_training)
     hits = (torch.cat(preds) == torch.cat(targets)).float()
     out = {"accuracy": float(hits.mean()) if len(hits) else float("nan")}
@@ -121,6 +163,19 @@ def held_out_accuracy(
         keep = torch.isin(torch.cat(targets), torch.as_tensor(list(thing_labels)))
         out["thing_accuracy"] = float(hits[keep].mean()) if keep.any() else float("nan")
     return out
+
+
+def _device_of(model: nn.Module) -> Optional[torch.device]:
+    param = next(model.parameters(), None)
+    return None if param is None else param.device
+
+
+def _on_device(batch: Dict[str, Any], device: Optional[torch.device]):
+    """A batch's images and masks on ``device`` (None: where they are)."""
+    pixels, masks = batch["pixel_values"], batch["mask_labels"]
+    if device is None or pixels is None:
+        return pixels, masks
+    return pixels.to(device), [m.to(device) for m in masks]
 
 
 def pretrain_backbone(
@@ -146,11 +201,13 @@ def pretrain_backbone(
     """
     os.makedirs(config.output_dir, exist_ok=True)
     if log is None:
-        path = os.path.join(config.output_dir, "pretrain_log.jsonl")
+        path = os.path.join(config.output_dir, LOG_FILE)
 
         def log(record: Dict[str, Any]) -> None:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(path, json.dumps(record) + "\n")
+
+    device = torch.device(config.device)
+    model.to(device)
 
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.AdamW(
@@ -171,24 +228,17 @@ def pretrain_backbone(
             epoch = (step - 1) * config.batch_size // n
             idx = rng.integers(n, size=config.batch_size)
             batch = collate([train_data[(epoch, int(i))] for i in idx])
+            pixels, masks = _on_device(batch, device)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(
                     step - 1, config.steps, schedule=config.schedule
                 )
-            logits = model(batch["pixel_values"], batch["mask_labels"])
+            logits = model(pixels, masks)
             # A batch whose crops all miss every mask has nothing to learn from (and its mean
             # loss would be NaN): it is skipped, the step still counts.
             if len(logits):
-                loss = F.cross_entropy(logits, torch.cat(batch["class_labels"]))
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"pretraining loss is {float(loss)} at step {step}; lower the learning rate"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-                optimizer.step()
-                losses.append(float(loss.detach()))
+                labels = torch.cat(batch["class_labels"]).to(logits.device)
+                losses.append(_update(model, optimizer, logits, labels, config, step))
             if progress is not None:
                 progress.update(1)
                 if losses:

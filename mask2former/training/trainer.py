@@ -8,29 +8,43 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ..checkpoint import CheckpointError
+from ..files import append_text
+from ..loss.matcher import NonFiniteCostError
 from .checkpointing import (
+    LOG_FILE,
+    STATE_FILE,
     latest_checkpoint,
     load_training_state,
     prune_checkpoints,
     save_checkpoint,
 )
-from .data import ResumableBatchSampler, TrainSamples, collate
+from .data import (
+    ResumableBatchSampler,
+    TrainSamples,
+    WorkerFailure,
+    WorkerSafe,
+    collate,
+    collate_or_failure,
+)
 from .distributed import DistributedContext, init_distributed
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged"]
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "RESUME_FIXED", "resume_conflicts"]
 
 _AMP = {"none": None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss, the gradients or the weights became NaN or infinite; training stopped before
+    saving them, and the message names the last good checkpoint."""
 
 
 @dataclass
@@ -63,9 +77,56 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in _AMP:
             raise ValueError(f"amp must be one of {sorted(_AMP)}, got {self.amp!r}")
-        for name in ("max_steps", "batch_size", "grad_accum"):
+        if self.schedule not in ("step", "poly", "constant"):
+            raise ValueError(f"schedule must be step, poly or constant, got {self.schedule!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "eval_every", "checkpoint_every", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a number above 0, got {self.lr}")
+        for name in ("weight_decay", "backbone_multiplier", "clip_norm", "warmup_factor"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value}")
+
+
+# Settings a resumed run must share with its checkpoint: they shape the optimisation (the
+# optimiser and scheduler states hold the old values, so a new one would be silently ignored or
+# half applied) or the sample order. ``max_steps`` may grow (to train longer): the schedule is
+# then recomputed over the new length from the resumed step on.
+RESUME_FIXED = (
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "backbone_multiplier",
+    "clip_norm",
+    "schedule",
+    "milestones",
+    "poly_power",
+    "warmup_steps",
+    "warmup_factor",
+    "amp",
+    "seed",
+)
+
+
+def resume_conflicts(saved: Dict[str, Any], config: TrainConfig) -> List[Tuple[str, Any, Any]]:
+    """``(field, checkpoint's value, config's value)`` for each setting of ``config`` that may
+    not differ from the checkpoint's ``saved`` settings (``max_steps`` may grow)."""
+    current = json.loads(json.dumps(asdict(config)))  # tuples as lists, like the saved JSON
+    conflicts = []
+    for name in RESUME_FIXED:
+        if name not in saved or saved[name] == current[name]:
+            continue
+        if name == "max_steps" and isinstance(saved[name], int) and current[name] > saved[name]:
+            continue
+        conflicts.append((name, saved[name], current[name]))
+    return conflicts
 
 
 class Trainer:
@@ -124,33 +185,137 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "train_config": json.dumps(asdict(self.config)),
+            # --batch-size is per process: the run's batch is it times this.
+            "world_size": self.dist.world_size,
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
-    def resume(self, checkpoint: Optional[str] = None) -> bool:
-        """Continue from ``checkpoint`` (default: the newest in ``output_dir``); False if none."""
+    def check_resume(self, state: Dict[str, Any], checkpoint: str) -> None:
+        """Refuse to resume from a training ``state`` (of :func:`load_training_state`) that
+        this run's settings do not continue.
+
+        Raises:
+            ValueError: naming the setting and both values.
+        """
+        step = state["step"]
+        if step > self.config.max_steps:
+            raise ValueError(
+                f"{checkpoint} is at step {step}, past max_steps={self.config.max_steps}"
+            )
+        conflicts = resume_conflicts(state["settings"], self.config)
+        if conflicts:
+            name, saved, given = conflicts[0]
+            raise ValueError(
+                f"{checkpoint} was trained with {name}={saved!r}, not {given!r}; a resumed run "
+                "keeps the settings that shape its optimisation"
+            )
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise ValueError(
+                f"{checkpoint} was trained by {saved_world} process(es), this run has "
+                f"{self.dist.world_size}: the batch and the sample order would change"
+            )
+
+    def resume(
+        self, checkpoint: Optional[str] = None, state: Optional[Dict[str, Any]] = None
+    ) -> bool:
+        """Continue from ``checkpoint`` (default: the newest in ``output_dir``); False if none.
+
+        ``state``: its training state when already read with :func:`load_training_state`.
+
+        Raises:
+            CheckpointError: the checkpoint is damaged, foreign or holds non-finite weights, or
+                does not fit the model, naming the file.
+            ValueError: this run's settings differ from the checkpoint's (see
+                :data:`RESUME_FIXED`).
+        """
         checkpoint = checkpoint or latest_checkpoint(self.config.output_dir)
         if checkpoint is None:
             return False
-        from ..checkpoint import load_state_dict_file
-
-        weights = load_state_dict_file(os.path.join(checkpoint, "model.safetensors"))
-        self.model.load_state_dict(weights)
-        state = load_training_state(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.step = int(state["step"])
+        if state is None:
+            state = load_training_state(checkpoint)
+        self.check_resume(state, checkpoint)
+        self._load_weights(checkpoint)
+        self._load_state(state, os.path.join(checkpoint, STATE_FILE))
+        self.step = state["step"]
         return True
 
+    def _load_weights(self, checkpoint: str) -> None:
+        from ..checkpoint import load_state_dict_file
+
+        path = os.path.join(checkpoint, "model.safetensors")
+        weights = load_state_dict_file(path)
+        broken = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
+        if broken:
+            raise CheckpointError(
+                f"{path} holds NaN or infinite weights ({broken[0]}, ...); resume from an "
+                "earlier checkpoint"
+            )
+        loader = getattr(self.model, "_load_checked", None)
+        if loader is not None:  # lists every missing, unexpected or reshaped tensor
+            loader(weights, checkpoint, ignore_mismatched_sizes=False)
+            return
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} does not fit the model: {e}") from None
+
+    def _load_state(self, state: Dict[str, Any], path: str) -> None:
+        """Optimiser, scheduler, scaler and random states; a state that does not fit this
+        model's optimiser is a CheckpointError naming ``path``."""
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self._check_optimizer_shapes()
+            reference = self.scheduler.state_dict()
+            if not set(state["scheduler"]) <= set(reference):
+                raise ValueError("the scheduler state has unknown entries")
+            self.scheduler.load_state_dict(state["scheduler"])
+            # The rate of the next step from this run's schedule (the saved one is the old
+            # schedule's, which differs when max_steps grew); the same value otherwise.
+            for group, base, rate in zip(
+                self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas
+            ):
+                group["lr"] = base * rate(self.scheduler.last_epoch)
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"{path} does not fit this model and run: {first}") from None
+
+    def _check_optimizer_shapes(self) -> None:
+        for param, slots in self.optimizer.state.items():
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(
+                        f"optimiser {name} of shape {tuple(value.shape)} for a parameter of "
+                        f"shape {tuple(param.shape)}"
+                    )
+
+    def _non_finite_weight(self) -> Optional[str]:
+        """The name of a NaN or infinite weight or buffer, or None."""
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                return name
+        return None
+
+    def check_weights(self) -> None:
+        """Raise :class:`TrainingDiverged` if a weight is NaN or infinite (never saved)."""
+        broken = self._non_finite_weight()
+        if broken is not None:
+            raise TrainingDiverged(
+                self._diverged_message(f"weight {broken} is NaN or infinite after step {self.step}")
+            )
+
     def save(self) -> Optional[str]:
+        """Write a checkpoint of the current step (main process); weights that are not finite
+        raise :class:`TrainingDiverged` instead, so ``latest`` always names a good one."""
         if not self.dist.is_main:
             return None
+        self.check_weights()
         path = save_checkpoint(
             self.config.output_dir, self.step, self.model, self._state(), self.image_processor
         )
@@ -169,16 +334,33 @@ class Trainer:
             world_size=self.dist.world_size,
             start_batch=self.step * cfg.grad_accum,
         )
+        # In worker processes a dataset error comes back as a value, raised again in this
+        # process as it was (see WorkerFailure), so it is the same error as without workers.
+        workers = cfg.num_workers > 0
         # Its own generator, so creating the loader does not draw from the global RNG (which
         # would make a resumed run differ from an uninterrupted one).
         return torch.utils.data.DataLoader(
-            self.train_data,
+            WorkerSafe(self.train_data) if workers else self.train_data,
             batch_sampler=sampler,
-            collate_fn=collate,
+            collate_fn=collate_or_failure if workers else collate,
             num_workers=cfg.num_workers,
             generator=torch.Generator().manual_seed(cfg.seed),
-            persistent_workers=cfg.num_workers > 0,
+            persistent_workers=workers,
         )
+
+    def _batches(self) -> Iterator[Any]:
+        """The loader's iterator. Torch's long warning about more workers than cores (given
+        twice) is replaced by one line."""
+        workers, cores = self.config.num_workers, _cpu_count()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"This DataLoader will create")
+            batches = iter(self._loader())
+        if workers > cores:
+            warnings.warn(
+                f"{workers} data-loading workers on {cores} CPU cores may slow training down",
+                stacklevel=3,
+            )
+        return batches
 
     def _forward(
         self, model: nn.Module, batch: Dict[str, Any]
@@ -201,10 +383,8 @@ class Trainer:
         self.history.append(record)
         if self.dist.is_main:
             os.makedirs(self.config.output_dir, exist_ok=True)
-            with open(
-                os.path.join(self.config.output_dir, "log.jsonl"), "a", encoding="utf-8"
-            ) as f:
-                f.write(json.dumps(record) + "\n")
+            line = json.dumps(_json_safe(record), allow_nan=False)
+            append_text(os.path.join(self.config.output_dir, LOG_FILE), line + "\n")
 
     def _run_eval(self) -> Optional[Dict[str, float]]:
         if self.evaluate is None or not self.dist.is_main:
@@ -220,17 +400,71 @@ class Trainer:
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
         return metrics
 
+    def _step(self, model: nn.Module, batches, window_terms: Dict[str, list]) -> float:
+        """One optimiser step (``grad_accum`` batches); returns its loss. A non-finite loss or
+        gradient norm raises :class:`TrainingDiverged` before the weights change (with float16
+        the gradient scaler skips such a step instead: it is how it finds its scale)."""
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            if isinstance(batch, WorkerFailure):
+                batch.raise_()
+            sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
+            ctx = model.no_sync() if not sync else contextlib.nullcontext()
+            with ctx:
+                try:
+                    loss, terms = self._forward(model, batch)
+                except NonFiniteCostError:  # NaN or infinite outputs, so the weights diverged
+                    raise TrainingDiverged(
+                        self._diverged_message(
+                            f"the model's outputs are NaN or infinite at step {self.step + 1}"
+                        )
+                    ) from None
+                if not torch.isfinite(loss):
+                    value = _number(float(loss.detach()))
+                    raise TrainingDiverged(
+                        self._diverged_message(f"loss is {value} at step {self.step + 1}")
+                    )
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            step_loss += float(loss.detach()) / cfg.grad_accum
+            for k, v in terms.items():
+                window_terms.setdefault(k, []).append(v)
+        self.scaler.unscale_(self.optimizer)
+        clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
+            raise TrainingDiverged(
+                self._diverged_message(
+                    f"gradient norm is {_number(grad_norm)} at step {self.step + 1} (loss "
+                    f"{step_loss:.4g})"
+                )
+            )
+        window_terms.setdefault("grad_norm", []).append(grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return step_loss
+
     def fit(self, until: Optional[int] = None) -> Dict[str, Any]:
         """Train until step ``until`` (default ``max_steps``; the schedule always spans
         ``max_steps``); returns the last logged values. Stopping early and resuming later gives
-        the same weights as one uninterrupted run."""
+        the same weights as one uninterrupted run.
+
+        Raises:
+            TrainingDiverged: the loss, the gradient norm or (at a checkpoint) a weight became
+                NaN or infinite; nothing of that step was saved, the message names the last
+                good checkpoint.
+        """
         cfg = self.config
         until = cfg.max_steps if until is None else min(until, cfg.max_steps)
         model: nn.Module = self.model
         if self.dist.enabled:
             model = nn.parallel.DistributedDataParallel(self.model)
         self.model.train()
-        batches = iter(self._loader())
+        batches = self._batches()
         progress = None
         if cfg.progress and self.dist.is_main:
             from tqdm import tqdm
@@ -240,55 +474,31 @@ class Trainer:
         window_loss, window_start = [], time.perf_counter()
         window_terms: Dict[str, list] = {}
         try:
-            while self.step < until:
-                self.optimizer.zero_grad(set_to_none=True)
-                step_loss = 0.0
-                for micro in range(cfg.grad_accum):
-                    batch = next(batches)
-                    sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
-                    ctx = model.no_sync() if not sync else contextlib.nullcontext()
-                    with ctx:
-                        loss, terms = self._forward(model, batch)
-                        if not torch.isfinite(loss):
-                            raise TrainingDiverged(self._diverged_message(loss))
-                        self.scaler.scale(loss / cfg.grad_accum).backward()
-                    step_loss += float(loss.detach()) / cfg.grad_accum
-                    for k, v in terms.items():
-                        window_terms.setdefault(k, []).append(v)
-                self.scaler.unscale_(self.optimizer)
-                clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-                window_terms.setdefault("grad_norm", []).append(float(grad_norm))
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                self.step += 1
-                window_loss.append(step_loss)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(
-                        loss=f"{step_loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}"
-                    )
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    elapsed = time.perf_counter() - window_start
-                    last = {
-                        "step": self.step,
-                        "loss": sum(window_loss) / len(window_loss),
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "steps_per_s": len(window_loss) / max(elapsed, 1e-9),
-                        **{k: sum(v) / len(v) for k, v in window_terms.items()},
-                    }
-                    self._log(last)
-                    window_loss, window_start = [], time.perf_counter()
-                    window_terms = {}
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                    try:
-                        self._run_eval()
-                    except Exception as e:  # a broken evaluation must not end a long run
-                        self._log({"step": self.step, "eval/error": f"{type(e).__name__}: {e}"})
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save()
-                    self.dist.barrier()
+            with warnings.catch_warnings():
+                # float16: a step the gradient scaler skips still advances the schedule, on
+                # purpose (the same rates as an uninterrupted run); torch warns about it.
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler")
+                while self.step < until:
+                    step_loss = self._step(model, batches, window_terms)
+                    window_loss.append(step_loss)
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix(
+                            loss=f"{step_loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}"
+                        )
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        elapsed = time.perf_counter() - window_start
+                        last = {
+                            "step": self.step,
+                            "loss": sum(window_loss) / len(window_loss),
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "steps_per_s": len(window_loss) / max(elapsed, 1e-9),
+                            **{k: sum(v) / len(v) for k, v in window_terms.items()},
+                        }
+                        self._log(last)
+                        window_loss, window_start = [], time.perf_counter()
+                        window_terms = {}
+                    self._periodic(cfg)
             if not cfg.checkpoint_every or self.step % cfg.checkpoint_every:
                 self.save()
             if self.step < cfg.max_steps:
@@ -301,11 +511,45 @@ class Trainer:
             if progress is not None:
                 progress.close()
 
-    def _diverged_message(self, loss: torch.Tensor) -> str:
-        checkpoint = latest_checkpoint(self.config.output_dir) if self.dist.is_main else None
+    def _periodic(self, cfg: TrainConfig) -> None:
+        """The evaluation and the checkpoint due after this step, if any."""
+        if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+            try:
+                self._run_eval()
+            except Exception as e:  # a broken evaluation must not end a long run
+                self._log({"step": self.step, "eval/error": f"{type(e).__name__}: {e}"})
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.save()
+            self.dist.barrier()
+
+    def _diverged_message(self, problem: str) -> str:
+        try:
+            checkpoint = latest_checkpoint(self.config.output_dir)
+        except CheckpointError:
+            checkpoint = None
         kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint yet"
-        value = "NaN" if math.isnan(float(loss.detach())) else str(float(loss.detach()))
         return (
-            f"loss is {value} at step {self.step + 1}; training stopped and {kept}. Lower the "
-            "learning rate, use float32 or bfloat16 instead of float16, or check the labels."
+            f"{problem}; training stopped and {kept}. Lower the learning rate, use float32 or "
+            "bfloat16 instead of float16, or check the labels."
         )
+
+
+def _cpu_count() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every system
+        return os.cpu_count() or 1
+
+
+def _number(value: float) -> str:
+    return "NaN" if math.isnan(value) else str(value)
+
+
+def _json_safe(record: Dict[str, Any]) -> Dict[str, Any]:
+    """``record`` with NaN and infinities as strings: JSON has no such numbers (a float16 run's
+    gradient norm is infinite on the steps the scaler skips)."""
+    return {
+        k: _number(v) if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in record.items()
+    }
