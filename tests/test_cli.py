@@ -12,16 +12,23 @@ import torch
 from mask2former import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
 from mask2former.cli import main
 from mask2former.data import CocoInstancesDataset, CocoPanopticDataset
+from mask2former.data.shapes import SHAPES_CATEGORIES
 
 from .test_predictor import make_model_dir
 from .test_training import tiny_config
+
+# The classes of the shapes data: evaluate refuses a model of other classes.
+SHAPES_LABELS = {i: c["name"] for i, c in enumerate(SHAPES_CATEGORIES)}
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    Mask2FormerForUniversalSegmentation(tiny_config()).save_pretrained(folder)
+    config = tiny_config()
+    config.id2label = dict(SHAPES_LABELS)
+    config.label2id = {v: k for k, v in SHAPES_LABELS.items()}
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
     Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(
         folder
     )
@@ -86,9 +93,9 @@ def test_evaluate_uses_the_models_threshold_unless_given(tmp_path):
         summary = json.loads(out.read_text())
         return summary["panoptic_threshold"], summary["results"]["panoptic"]
 
-    plain = make_model_dir(tmp_path / "plain")  # a model that does predict segments
+    plain = make_model_dir(tmp_path / "plain", id2label=SHAPES_LABELS)  # it predicts segments
     assert evaluate(plain)[0] == 0.8  # the original's test setting
-    own = make_model_dir(tmp_path / "own", object_mask_threshold=0.0)
+    own = make_model_dir(tmp_path / "own", object_mask_threshold=0.0, id2label=SHAPES_LABELS)
     assert evaluate(own) == evaluate(own, "--threshold", "0")
     assert evaluate(own)[0] == 0.0
     # It reached the evaluator: nothing scores above 1, so no segment is predicted there.

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from mask2former import cli
+from mask2former.data.shapes import SHAPES_CATEGORIES
 from tests.test_predictor import make_model_dir, scene
 
 
@@ -29,7 +30,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
-    return make_model_dir(tmp_path_factory.mktemp("model"))
+    labels = {i: c["name"] for i, c in enumerate(SHAPES_CATEGORIES)}  # evaluate needs them
+    return make_model_dir(tmp_path_factory.mktemp("model"), id2label=labels)
 
 
 def run(capsys, *argv: str):
@@ -310,3 +312,10 @@ def test_17_pillow_warnings_become_the_images_error(tmp_path, capsys, monkeypatc
     with pytest.raises(ImageError, match="too large"):
         load_image(tmp_path / "a.png")
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_17_evaluate_refuses_a_model_of_other_classes(tmp_path, dataset, capsys):
+    other = make_model_dir(tmp_path / "other")  # circle, square, sky, grass: not the data's
+    code, out, err = run(capsys, "evaluate", "--model", other, "--data", str(dataset))
+    assert code == 1 and "PQ" not in out
+    assert "the dataset has 8 classes" in one_line_error(err, "evaluate")

@@ -28,8 +28,10 @@ def make_model_dir(
     stuff_label_ids: Optional[Sequence[int]] = None,
     processor: bool = True,
     object_mask_threshold: Optional[float] = None,
+    id2label: Optional[dict] = None,
 ) -> str:
-    """Write a tiny, deterministic Mask2Former checkpoint folder and return its path."""
+    """Write a tiny, deterministic Mask2Former checkpoint folder and return its path
+    (``id2label``: default ID2LABEL; evaluation needs the dataset's classes)."""
     from mask2former import (
         Mask2FormerConfig,
         Mask2FormerForUniversalSegmentation,
@@ -63,7 +65,7 @@ def make_model_dir(
         num_queries=8,
         dim_feedforward=64,
         encoder_feedforward_dim=64,
-        id2label=ID2LABEL,
+        id2label=ID2LABEL if id2label is None else id2label,
         **extras,
     )
     model = Mask2FormerForUniversalSegmentation(config).eval()

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.loading import open_dataset
+    from ..data.loading import check_labels, open_dataset
     from ..evaluation.coco_ap import CocoMaskAPEvaluator
     from ..evaluation.miou import SemanticSegmentationEvaluator
     from ..evaluation.pq import PanopticQualityEvaluator
@@ -87,7 +87,14 @@ def run(args: argparse.Namespace) -> int:
     if threshold is None:
         threshold = model_threshold(model.config, 0.8)
     tasks = args.task or _default_tasks(args.data)
-    dataset = open_dataset(args.data, task=tasks[0], num=args.num, seed=args.seed)
+    dataset = open_dataset(
+        args.data,
+        task=tasks[0],
+        num=args.num,
+        seed=args.seed,
+        num_labels=model.config.num_labels,
+    )
+    check_labels(model.config.id2label, dataset)
     results = evaluate_model(
         model,
         processor,
