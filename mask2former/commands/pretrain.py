@@ -84,7 +84,7 @@ def _held_out(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..training.console import one_line_warnings
-    from .train import output_mode
+    from ..training.run_folder import output_mode
 
     # Before anything is loaded: a mistake here costs nothing.
     mode = output_mode(args.out, resume=None, overwrite=args.overwrite)

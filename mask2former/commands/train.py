@@ -164,112 +164,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _run_arguments(parser)
 
 
-# -- the output folder ----------------------------------------------------------------------
-
-
-def output_mode(out: str, resume: Optional[bool], overwrite: bool, option: str = "--out") -> str:
-    """How a run may use ``out``: "new" (missing or empty), "resume" or "overwrite".
-    ``resume=None``: the command cannot resume (pretrain-backbone).
-
-    Raises:
-        FileExistsError: ``out`` is not empty and neither ``resume`` nor ``overwrite`` is set,
-            or ``resume`` is set but ``out`` holds no checkpoint to continue.
-        NotADirectoryError: ``out`` is a file.
-    """
-    from ..training.checkpointing import latest_checkpoint
-
-    if os.path.lexists(out) and not os.path.isdir(out):
-        raise NotADirectoryError(f"{option} {out} is a file, not a folder")
-    if not (os.path.isdir(out) and os.listdir(out)):
-        return "new"
-    if overwrite:
-        return "overwrite"
-    if resume is None:
-        raise FileExistsError(
-            f"{option} {out} is not empty: pass --overwrite to write into it (or choose a new "
-            "folder)"
-        )
-    if not resume:
-        raise FileExistsError(
-            f"{option} {out} is not empty: pass --resume to continue its run or --overwrite to "
-            "start over (or choose a new folder)"
-        )
-    if latest_checkpoint(out) is None:
-        raise FileExistsError(
-            f"--resume: {out} has no checkpoint to continue from (no 'latest'); pass "
-            "--overwrite to start over there"
-        )
-    return "resume"
-
-
-# CLI options of the TrainConfig fields a resumed run must keep.
-_FLAGS = {
-    "max_steps": "--steps",
-    "batch_size": "--batch-size",
-    "grad_accum": "--grad-accum",
-    "lr": "--lr",
-    "weight_decay": "--weight-decay",
-    "backbone_multiplier": "--backbone-multiplier",
-    "clip_norm": "--clip",
-    "schedule": "--schedule",
-    "warmup_steps": "--warmup",
-    "warmup_factor": "--warmup-factor",
-    "amp": "--amp",
-    "seed": "--seed",
-}
-
-
-def _check_resume(state: Dict[str, Any], config, checkpoint: str) -> None:
-    """Refuse options that differ from the checkpoint's, naming the option and both values;
-    a longer --steps is allowed, with a note when it changes the learning rate."""
-    from ..training.trainer import resume_conflicts
-
-    step = state["step"]
-    if step > config.max_steps:
-        raise ValueError(
-            f"--resume: {checkpoint} is at step {step}, past --steps {config.max_steps}"
-        )
-    conflicts = resume_conflicts(state["settings"], config)
-    if conflicts:
-        name, saved, given = conflicts[0]
-        flag = _FLAGS.get(name, name)
-        hint = " (--steps may only grow)" if name == "max_steps" else ""
-        raise ValueError(
-            f"--resume: {checkpoint} was trained with {flag} {saved}, not {given}{hint}; resume "
-            "with the same value, or start over with --overwrite"
-        )
-    saved_steps = state["settings"].get("max_steps", config.max_steps)
-    if saved_steps != config.max_steps:
-        _note_longer_schedule(config, saved_steps, step)
-
-
-def _note_longer_schedule(config, saved_steps: int, step: int) -> None:
-    """Say what a longer --steps does to the learning rate from the resumed step on."""
-    from ..training.console import note
-    from ..training.optim import lr_factor
-
-    def factor(max_steps: int) -> float:
-        return lr_factor(
-            step,
-            max_steps,
-            warmup_steps=config.warmup_steps,
-            schedule=config.schedule,
-            milestones=config.milestones,
-            power=config.poly_power,
-            warmup_factor=config.warmup_factor,
-        )
-
-    before, after = factor(saved_steps), factor(config.max_steps)
-    change = (
-        "" if before == after else f"; the learning rate goes from x{before:.3g} to x{after:.3g}"
-    )
-    note(
-        COMMAND,
-        f"--steps {config.max_steps} (the run had {saved_steps}): the {config.schedule} schedule "
-        f"now spans {config.max_steps} steps from step {step} on{change}",
-    )
-
-
 # -- classes --------------------------------------------------------------------------------
 
 
@@ -501,6 +395,7 @@ def _open_training_set(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..training.console import one_line_warnings
+    from ..training.run_folder import output_mode
 
     # Before anything is loaded: a mistake here costs nothing.
     mode = output_mode(args.out, args.resume, args.overwrite)
@@ -523,6 +418,7 @@ def _train(args: argparse.Namespace, mode: str) -> int:
     )
     from ..training.console import note
     from ..training.data import TrainSamples
+    from ..training.run_folder import check_resume
     from ..training.trainer import Trainer
 
     config_t = _train_config(args)
@@ -530,7 +426,7 @@ def _train(args: argparse.Namespace, mode: str) -> int:
     if mode == "resume":  # its options are checked before the data and the model are loaded
         checkpoint = latest_checkpoint(args.out)
         state = load_training_state(checkpoint)
-        _check_resume(state, config_t, checkpoint)
+        check_resume(state, config_t, checkpoint, COMMAND)
     torch.manual_seed(args.seed)
     train_set = _open_training_set(args)
     model = _build_model(args, train_set)
