@@ -30,6 +30,7 @@ from mask2former import (
     Mask2FormerImageProcessor,
 )
 from mask2former.hub import BUILTIN_MODELS_DIR
+from tests.test_image_processor import PUBLISHED_PROCESSOR_CONFIG
 
 SHAPES = os.path.join(BUILTIN_MODELS_DIR, "shapes")
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -94,20 +95,7 @@ def _tiny_swin_config() -> Dict[str, Any]:
 
 def _published_processor_config() -> Dict[str, Any]:
     """A preprocessor_config.json in the older published layout (deprecated key names)."""
-    return {
-        "do_normalize": True,
-        "do_resize": True,
-        "feature_extractor_type": "Mask2FormerFeatureExtractor",
-        "ignore_index": 255,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-        "max_size": 1333,
-        "num_labels": 133,
-        "reduce_labels": False,
-        "resample": 2,
-        "size": 384,
-        "size_divisibility": 32,
-    }
+    return dict(PUBLISHED_PROCESSOR_CONFIG)
 
 
 def _read(path: str) -> Dict[str, Any]:

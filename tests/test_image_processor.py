@@ -280,21 +280,25 @@ def test_save_load_roundtrip_and_transformers_compat(tmp_path):
     assert theirs.size == proc.size and theirs.size_divisor == 32 and theirs.ignore_index == 255
 
 
+# A preprocessor_config.json in the older published layout (deprecated key names).
+PUBLISHED_PROCESSOR_CONFIG = {
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "Mask2FormerFeatureExtractor",
+    "ignore_index": 255,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "max_size": 1333,
+    "num_labels": 133,
+    "reduce_labels": False,
+    "resample": 2,
+    "size": 384,
+    "size_divisibility": 32,
+}
+
+
 def test_published_layout_with_deprecated_keys(tmp_path):
-    published = {
-        "do_normalize": True,
-        "do_resize": True,
-        "feature_extractor_type": "Mask2FormerFeatureExtractor",
-        "ignore_index": 255,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-        "max_size": 1333,
-        "num_labels": 133,
-        "reduce_labels": False,
-        "resample": 2,
-        "size": 384,
-        "size_divisibility": 32,
-    }
+    published = dict(PUBLISHED_PROCESSOR_CONFIG)
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(published))
     proc = Mask2FormerImageProcessor.from_pretrained(tmp_path)
     assert proc.size == {"shortest_edge": 384, "longest_edge": 1333}
