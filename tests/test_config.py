@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
@@ -175,12 +174,11 @@ def _write_config(folder, **changes):
     ],
 )
 def test_bad_fields_in_a_file_name_the_file_and_the_field(tmp_path, changes, message):
+    # Refused by validation, before anything is built (the fuzz test guards against hangs).
     path = _write_config(tmp_path, **changes)
-    start = time.perf_counter()
     with pytest.raises(ConfigError, match=message) as error:
         Mask2FormerConfig.from_pretrained(tmp_path)
     assert str(error.value).startswith(f"{path}: ")
-    assert time.perf_counter() - start < 5  # refused by validation, not by building anything
     with pytest.raises(ConfigError, match=message):
         Mask2FormerConfig.from_json_file(path)
 
