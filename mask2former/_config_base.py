@@ -179,6 +179,23 @@ def prefixed(prefix: str) -> Iterator[None]:
         raise ConfigError(f"{prefix}{e}") from None
 
 
+def read_json_object(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """The JSON object of config fields in ``path``; a ConfigError naming the file when it is
+    not valid JSON or not an object, FileNotFoundError when it is missing."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, absurd nesting
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a JSON object of config fields, got {type(data).__name__}"
+        )
+    return data
+
+
 class JsonConfig:
     """Shared JSON plumbing: ``to_dict``/``from_dict``, files, equality and repr."""
 
@@ -241,17 +258,7 @@ class JsonConfig:
     def from_json_file(cls, path: Union[str, os.PathLike]):
         """Read a config file; any problem with its content is a ConfigError whose message
         starts with the file's path and then names the field."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, absurd nesting
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{path}: expected a JSON object of config fields, got {type(data).__name__}"
-            )
+        data = read_json_object(path)
         with prefixed(f"{path}: "):
             return cls._from_dict_checked(data)
 

@@ -23,6 +23,7 @@ from .._config_base import (
     check_list,
     optional,
     prefixed,
+    read_json_object,
     show,
 )
 from ..files import write_text
@@ -143,18 +144,6 @@ def _read_size(size: Any, max_size: int) -> Dict[str, int]:
     out = normalize_size(size, max_size)
     _check_edges(out)
     return out
-
-
-def _read_json_object(path: str) -> Dict[str, Any]:
-    """The JSON object in ``path``; a ConfigError that names the file otherwise."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, absurd nesting
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
 
 
 class Mask2FormerImageProcessor:
@@ -279,7 +268,7 @@ class Mask2FormerImageProcessor:
     ) -> Mask2FormerImageProcessor:
         """Load from a folder, a ``preprocessor_config.json`` path, a built-in model or a hub id."""
         path = resolve_file(pretrained_model_name_or_path, CONFIG_NAME)
-        config = _read_json_object(path)
+        config = read_json_object(path)
         # The file alone first, so that an error in it is blamed on it and not on kwargs.
         with prefixed(f"{path}: "):
             processor = cls._from_dict_checked(config)
