@@ -68,22 +68,15 @@ _FLAGS = {
 def check_resume(state: Dict[str, Any], config, checkpoint: str, command: str = "train") -> None:
     """Refuse options that differ from the checkpoint's, naming the option and both values;
     a longer --steps is allowed, with a note when it changes the learning rate."""
-    from .trainer import resume_conflicts
+    from .trainer import check_resume_settings
 
+    try:
+        check_resume_settings(state, config, checkpoint, names=_FLAGS)
+    except ValueError as e:
+        raise ValueError(
+            f"--resume: {e}; resume with the same value, or start over with --overwrite"
+        ) from None
     step = state["step"]
-    if step > config.max_steps:
-        raise ValueError(
-            f"--resume: {checkpoint} is at step {step}, past --steps {config.max_steps}"
-        )
-    conflicts = resume_conflicts(state["settings"], config)
-    if conflicts:
-        name, saved, given = conflicts[0]
-        flag = _FLAGS.get(name, name)
-        hint = " (--steps may only grow)" if name == "max_steps" else ""
-        raise ValueError(
-            f"--resume: {checkpoint} was trained with {flag} {saved}, not {given}{hint}; resume "
-            "with the same value, or start over with --overwrite"
-        )
     saved_steps = state["settings"].get("max_steps", config.max_steps)
     if saved_steps != config.max_steps:
         _note_longer_schedule(config, saved_steps, step, command)

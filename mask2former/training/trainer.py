@@ -115,6 +115,46 @@ RESUME_FIXED = (
 )
 
 
+def check_resume_settings(
+    state: Dict[str, Any],
+    config: TrainConfig,
+    checkpoint: str,
+    names: Optional[Dict[str, str]] = None,
+) -> None:
+    """Refuse to continue a training ``state`` with ``config`` when a setting of
+    :data:`RESUME_FIXED` differs or the state is past ``max_steps``.
+
+    ``names``: how the messages call the settings (a command's options, e.g. "--lr"); the
+    default is the field, as ``lr=0.001``.
+
+    Raises:
+        ValueError: naming the setting and both values.
+    """
+
+    def shown(name: str, value: Any) -> str:
+        return str(value) if names and name in names else repr(value)
+
+    def setting(name: str, value: Any) -> str:
+        if names and name in names:
+            return f"{names[name]} {value}"
+        return f"{name}={value!r}"
+
+    step = state["step"]
+    if step > config.max_steps:
+        raise ValueError(
+            f"{checkpoint} is at step {step}, past {setting('max_steps', config.max_steps)}"
+        )
+    conflicts = resume_conflicts(state["settings"], config)
+    if conflicts:
+        name, saved, given = conflicts[0]
+        label = (names or {}).get(name, name)
+        hint = f" ({label} may only grow)" if name == "max_steps" else ""
+        raise ValueError(
+            f"{checkpoint} was trained with {setting(name, saved)}, not {shown(name, given)}"
+            f"{hint}; a resumed run keeps the settings that shape its optimisation"
+        )
+
+
 def resume_conflicts(saved: Dict[str, Any], config: TrainConfig) -> List[Tuple[str, Any, Any]]:
     """``(field, checkpoint's value, config's value)`` for each setting of ``config`` that may
     not differ from the checkpoint's ``saved`` settings (``max_steps`` may grow)."""
@@ -199,18 +239,7 @@ class Trainer:
         Raises:
             ValueError: naming the setting and both values.
         """
-        step = state["step"]
-        if step > self.config.max_steps:
-            raise ValueError(
-                f"{checkpoint} is at step {step}, past max_steps={self.config.max_steps}"
-            )
-        conflicts = resume_conflicts(state["settings"], self.config)
-        if conflicts:
-            name, saved, given = conflicts[0]
-            raise ValueError(
-                f"{checkpoint} was trained with {name}={saved!r}, not {given!r}; a resumed run "
-                "keeps the settings that shape its optimisation"
-            )
+        check_resume_settings(state, self.config, checkpoint)
         saved_world = state.get("world_size", 1)
         if saved_world != self.dist.world_size:
             raise ValueError(
