@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import time
 
 from .common import positive_int
@@ -34,12 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.export import export_panoptic_dataset
+    from ..data.export import export_panoptic_dataset, prepare_dataset_folder
     from ..data.shapes import SHAPES_CATEGORIES, ShapesConfig, ShapesDataset
 
     if not 32 <= args.size <= 4096:
         raise ValueError(f"--size must be between 32 and 4096, got {args.size}")
-    _clear_out(args.out, args.overwrite)
+    prepare_dataset_folder(args.out, args.overwrite)
     start = time.perf_counter()
     dataset = ShapesDataset(args.num, seed=args.seed, config=ShapesConfig(args.size, args.size))
     samples = (dataset[i] for i in range(len(dataset)))
@@ -49,29 +47,3 @@ def run(args: argparse.Namespace) -> int:
         f"{', '.join(args.formats)}) to {out} in {time.perf_counter() - start:.1f}s"
     )
     return 0
-
-
-# What a shapes dataset folder holds: --overwrite removes these files and nothing else.
-DATASET_FILES = ("panoptic.json", "instances.json", "categories.json")
-DATASET_FOLDERS = ("images", "panoptic", "semantic")
-SAMPLE_NAME = re.compile(r"^[0-9]{6}\.png$")
-
-
-def _clear_out(out: str, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``overwrite``; then remove what an earlier shapes
-    dataset wrote there (its JSON files and ``NNNNNN.png`` images and labels, nothing else), so
-    no sample of a larger earlier dataset stays behind to be read as part of the new one."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise NotADirectoryError(f"--out {out} is a file")
-    if not os.path.isdir(out) or not os.listdir(out):
-        return
-    if not overwrite:
-        raise FileExistsError(f"--out {out} is not empty (use --overwrite to replace a dataset)")
-    doomed = [os.path.join(out, name) for name in DATASET_FILES]
-    for folder in DATASET_FOLDERS:
-        path = os.path.join(out, folder)
-        if os.path.isdir(path) and not os.path.islink(path):
-            doomed += [os.path.join(path, n) for n in os.listdir(path) if SAMPLE_NAME.match(n)]
-    for path in doomed:
-        if os.path.isfile(path) or os.path.islink(path):
-            os.unlink(path)

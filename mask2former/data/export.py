@@ -17,6 +17,7 @@ reader of this package, so the three views share one label space.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
@@ -27,7 +28,7 @@ from .io import id_to_rgb, write_json
 from .rle import encode_mask, mask_bbox
 from .sample import category_to_label
 
-__all__ = ["export_panoptic_dataset", "FORMATS"]
+__all__ = ["export_panoptic_dataset", "prepare_dataset_folder", "FORMATS"]
 
 FORMATS: Tuple[str, ...] = ("panoptic", "instances", "semantic")
 
@@ -144,3 +145,30 @@ def export_panoptic_dataset(
             {"images": images, "annotations": inst_anns, "categories": thing_cats},
         )
     return out
+
+
+# What a dataset folder written here holds: prepare_dataset_folder removes these and nothing else.
+DATASET_FILES = ("panoptic.json", "instances.json", "categories.json")
+DATASET_FOLDERS = ("images", "panoptic", "semantic")
+SAMPLE_NAME = re.compile(r"^[0-9]{6}\.png$")
+
+
+def prepare_dataset_folder(out: str, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite`` (the ``shapes`` command's ``--out`` and
+    ``--overwrite``); then remove what an earlier dataset written here left (its JSON files and
+    ``NNNNNN.png`` images and labels, nothing else), so no sample of a larger earlier dataset
+    stays behind to be read as part of the new one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"--out {out} is a file")
+    if not os.path.isdir(out) or not os.listdir(out):
+        return
+    if not overwrite:
+        raise FileExistsError(f"--out {out} is not empty (use --overwrite to replace a dataset)")
+    doomed = [os.path.join(out, name) for name in DATASET_FILES]
+    for folder in DATASET_FOLDERS:
+        path = os.path.join(out, folder)
+        if os.path.isdir(path) and not os.path.islink(path):
+            doomed += [os.path.join(path, n) for n in os.listdir(path) if SAMPLE_NAME.match(n)]
+    for path in doomed:
+        if os.path.isfile(path) or os.path.islink(path):
+            os.unlink(path)
