@@ -12,20 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mask2former import cli
 from mask2former.data.shapes import SHAPES_CATEGORIES
-from tests.test_predictor import make_model_dir, scene
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_predictor.one_thread
-    yield
-    torch.set_num_threads(before)
+from tests.test_predictor import make_model_dir, one_thread, scene  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
