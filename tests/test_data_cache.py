@@ -10,7 +10,7 @@ import pytest
 
 from mask2former.data import ShapesConfig, ShapesDataset
 from mask2former.data.cache import CachedDataset
-from mask2former.data.transforms import LargeScaleJitter
+from mask2former.data.augment import LargeScaleJitter
 from mask2former.training.data import TrainSamples
 
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from mask2former.data import LargeScaleJitter, ResizeShortestEdgeCrop, ShapesDataset
-from mask2former.data.transforms import _nearest_index
+from mask2former.data.augment import _nearest_index
 
 
 @pytest.fixture(scope="module")

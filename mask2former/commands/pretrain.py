@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _held_out(args: argparse.Namespace):
     """Collated batches of the validation images, or None with --eval-images 0."""
-    from ..data.transforms import LargeScaleJitter
+    from ..data.augment import LargeScaleJitter
     from ..training.data import TrainSamples, collate
     from .train import _validation_set
 
@@ -100,7 +100,7 @@ def _pretrain(args: argparse.Namespace, mode: str) -> int:
 
     from ..data.cache import CachedDataset
     from ..data.loading import open_dataset
-    from ..data.transforms import LargeScaleJitter
+    from ..data.augment import LargeScaleJitter
     from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
     from ..training.checkpointing import save_model_files
     from ..training.console import note

@@ -409,7 +409,7 @@ def _train(args: argparse.Namespace, mode: str) -> int:
     import torch
 
     from ..data.cache import CachedDataset
-    from ..data.transforms import LargeScaleJitter, ResizeShortestEdgeCrop
+    from ..data.augment import LargeScaleJitter, ResizeShortestEdgeCrop
     from ..training.checkpointing import (
         latest_checkpoint,
         load_training_state,

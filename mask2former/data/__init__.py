@@ -16,7 +16,7 @@ from .sample import (
 )
 from .semantic import SemanticSegmentationDataset
 from .shapes import SHAPES_CATEGORIES, ShapesConfig, ShapesDataset, render_shapes
-from .transforms import LargeScaleJitter, ResizeShortestEdgeCrop
+from .augment import LargeScaleJitter, ResizeShortestEdgeCrop
 
 __all__ = [
     "CocoInstancesDataset",
