@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mask2former.coco import id_to_rgb
 from mask2former.data import (
     CocoInstancesDataset,
     CocoPanopticDataset,
@@ -14,7 +15,6 @@ from mask2former.data import (
     SemanticSegmentationDataset,
     encode_mask,
 )
-from mask2former.data.io import id_to_rgb
 
 H, W = 20, 30
 

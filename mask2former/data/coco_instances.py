@@ -8,11 +8,11 @@ from typing import Any, Dict, List, Union
 
 import numpy as np
 
+from ..coco import category_to_label, decode_rle, polygons_to_mask
 from .coco_panoptic import _require
 from .errors import DatasetError
 from .io import load_json, read_image
-from .rle import decode_rle, polygons_to_mask
-from .sample import category_to_label
+from .sample import Sample
 
 __all__ = ["CocoInstancesDataset"]
 
@@ -91,7 +91,7 @@ class CocoInstancesDataset:
         except (ValueError, TypeError) as e:
             raise DatasetError(self.json_file, f"{what}: bad segmentation ({e})") from e
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def __getitem__(self, index: int) -> Sample:
         info = self._images[index]
         image_path = self.image_dir / info["file_name"]
         image = read_image(image_path)
@@ -107,16 +107,16 @@ class CocoInstancesDataset:
         masks = np.zeros((len(anns), h, w), dtype=bool)
         for k, ann in enumerate(anns):
             masks[k] = self._decode(ann, h, w)
-        return {
-            "image": image,
-            "masks": masks,
-            "labels": np.array([self._to_label[int(a["category_id"])] for a in anns], np.int64),
-            "isthing": np.ones(len(anns), dtype=bool),
-            "iscrowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-            "annotation_ids": np.array([int(a.get("id", -1)) for a in anns], dtype=np.int64),
-            "file_name": str(info["file_name"]),
-            "image_id": info["id"],
-        }
+        return Sample(
+            image=image,
+            masks=masks,
+            labels=np.array([self._to_label[int(a["category_id"])] for a in anns], np.int64),
+            isthing=np.ones(len(anns), dtype=bool),
+            iscrowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+            annotation_ids=np.array([int(a.get("id", -1)) for a in anns], dtype=np.int64),
+            file_name=str(info["file_name"]),
+            image_id=info["id"],
+        )
 
     def file_name(self, index: int) -> str:
         """Sample ``index``'s image ``file_name`` as the JSON gives it, without reading files."""

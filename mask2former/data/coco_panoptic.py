@@ -7,9 +7,10 @@ from typing import Any, Dict, List, Union
 
 import numpy as np
 
+from ..coco import category_to_label
 from .errors import DatasetError
 from .io import load_json, read_image, read_label_png
-from .sample import category_to_label, segments_to_sample
+from .sample import Sample, segments_to_sample
 
 __all__ = ["CocoPanopticDataset"]
 
@@ -86,7 +87,7 @@ class CocoPanopticDataset:
     def __len__(self) -> int:
         return len(self._items)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def __getitem__(self, index: int) -> Sample:
         item = self._items[index]
         img_info, ann = item["image"], item["ann"]
         image_path = self.image_dir / img_info["file_name"]
@@ -119,9 +120,10 @@ class CocoPanopticDataset:
             raise DatasetError(
                 png_path, f"PNG has segment id(s) {undeclared[:10]} not in {self.json_file.name}"
             )
-        sample = segments_to_sample(ids, segments, self.categories)
-        sample.update(image=image, file_name=str(img_info["file_name"]), image_id=img_info["id"])
-        return sample
+        arrays = segments_to_sample(ids, segments, self.categories)
+        return Sample(
+            **arrays, image=image, file_name=str(img_info["file_name"]), image_id=img_info["id"]
+        )
 
     def file_name(self, index: int) -> str:
         """Sample ``index``'s image ``file_name`` as the JSON gives it, without reading files."""

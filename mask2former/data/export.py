@@ -23,10 +23,9 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..coco import category_to_label, encode_mask, id_to_rgb, mask_bbox
 from ..files import confined_path, save_image
-from .io import id_to_rgb, write_json
-from .rle import encode_mask, mask_bbox
-from .sample import category_to_label
+from .io import write_json
 
 __all__ = ["export_panoptic_dataset", "prepare_dataset_folder", "FORMATS"]
 

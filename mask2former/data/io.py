@@ -1,4 +1,4 @@
-"""Small file helpers shared by the dataset readers and writers.
+"""Small file helpers shared by the dataset readers and writers: JSON and images.
 
 Every failure is turned into a :class:`DatasetError` naming the file, so a reader never surfaces a
 bare ``FileNotFoundError`` or a PIL traceback without the path.
@@ -14,10 +14,13 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
+# id_to_rgb: temporary re-export (the colour <-> id helpers moved to mask2former.coco) for
+# evaluation/runner.py, which imports it from here until it is switched.
+from ..coco import id_to_rgb, rgb_to_id  # noqa: F401
 from ..files import write_json as _write_json_atomic
 from .errors import DatasetError
 
-__all__ = ["load_json", "read_image", "read_label_png", "rgb_to_id", "id_to_rgb", "write_json"]
+__all__ = ["load_json", "read_image", "read_label_png", "write_json"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -96,17 +99,3 @@ def read_label_png(path: PathLike, rgb: bool = False) -> np.ndarray:
         raise DatasetError(path, f"expected a single-channel label PNG, got mode {img.mode}")
     # 'P' (palette) images keep their indices, which are the labels in ADE20K/VOC-style files.
     return np.asarray(img, dtype=np.int64).copy()
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 COCO panoptic colours -> (H, W) int64 ids ``R + 256 G + 256^2 B``."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) integer ids (< 256^3) -> (H, W, 3) uint8 COCO panoptic colours."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.size and (ids.min() < 0 or ids.max() >= 256**3):
-        raise ValueError("panoptic ids must lie in [0, 256^3)")
-    return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)

@@ -1,52 +1,81 @@
-"""The sample format shared by every dataset, and conversions between its views.
+"""The sample format shared by every dataset (:class:`Sample`), and conversions between its
+views.
 
-A sample is a dict::
+A sample is a dict (a ``TypedDict``: the readers, the cache, the augmentation and the trainer
+all pass it on as a plain dict)::
 
     image        (H, W, 3) uint8 RGB
     masks        (N, H, W) bool, one per segment / instance
     labels       (N,) int64 contiguous class indices (position of the category in the
                  dataset's category list sorted by id)
+    file_name    str, the image's file name
     isthing      (N,) bool     (panoptic and instance data)
     iscrowd      (N,) bool     (panoptic and instance data)
     segment_ids  (N,) int64    (panoptic data: the ids in the PNG)
-    file_name    str, the image's file name
+    ...          see :class:`Sample` for the keys of single formats
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, TypedDict
 
 import numpy as np
 
+# label_categories: temporary re-export (the category helpers moved to mask2former.coco) for
+# evaluation/runner.py, which imports it from here until it is switched.
+from ..coco import category_to_label, label_categories  # noqa: F401
+
 __all__ = [
-    "category_to_label",
-    "label_categories",
+    "Sample",
+    "SegmentArrays",
     "segments_to_sample",
     "sample_to_semantic",
     "sample_to_panoptic",
 ]
 
 
-def category_to_label(categories: Sequence[Dict[str, Any]]) -> Dict[int, int]:
-    """COCO category id -> contiguous label, in order of increasing id."""
-    ids = sorted(int(c["id"]) for c in categories)
-    return {cid: i for i, cid in enumerate(ids)}
+class _SampleCore(TypedDict):
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    masks: np.ndarray  # (N, H, W) bool
+    labels: np.ndarray  # (N,) int64 contiguous class indices
+    file_name: str
 
 
-def label_categories(categories: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The categories with ``id`` replaced by the contiguous label (and the COCO id kept as
-    ``category_id``): what the evaluators need for samples and model outputs, which speak in
-    labels. ``PanopticQualityEvaluator(label_categories(dataset.categories))``."""
-    to_label = category_to_label(categories)
-    out = [dict(c, id=to_label[int(c["id"])], category_id=int(c["id"])) for c in categories]
-    return sorted(out, key=lambda c: c["id"])
+class Sample(_SampleCore, total=False):
+    """One sample of any dataset of this package (the keys above the line are always there).
+
+    ``isthing``/``iscrowd`` (N,) bool: panoptic, instance and shapes data. ``segment_ids`` (N,)
+    int64: panoptic and shapes data. ``annotation_ids`` (N,) int64 (-1 where the JSON has none):
+    instance data. ``image_id``: the JSON's image id (COCO readers). ``semantic`` (H, W) int64
+    class map, ignore_index where void: semantic data. ``panoptic`` (H, W) int64 segment ids and
+    ``segments_info`` (``[{"id", "category_id", "isthing", "area", "bbox", "iscrowd"}]``): shapes.
+    """
+
+    isthing: np.ndarray
+    iscrowd: np.ndarray
+    segment_ids: np.ndarray
+    annotation_ids: np.ndarray
+    image_id: Any
+    semantic: np.ndarray
+    panoptic: np.ndarray
+    segments_info: List[Dict[str, Any]]
+
+
+class SegmentArrays(TypedDict):
+    """The per-segment arrays of a panoptic sample (see :func:`segments_to_sample`)."""
+
+    masks: np.ndarray  # (N, H, W) bool
+    labels: np.ndarray  # (N,) int64
+    isthing: np.ndarray  # (N,) bool
+    iscrowd: np.ndarray  # (N,) bool
+    segment_ids: np.ndarray  # (N,) int64
 
 
 def segments_to_sample(
     panoptic: np.ndarray,
     segments_info: Sequence[Dict[str, Any]],
     categories: Sequence[Dict[str, Any]],
-) -> Dict[str, Any]:
+) -> SegmentArrays:
     """Turn a panoptic id map and its segments into masks and per-mask arrays.
 
     Args:
@@ -77,7 +106,7 @@ def segments_to_sample(
     }
 
 
-def sample_to_semantic(sample: Dict[str, Any], ignore_index: int = 255) -> np.ndarray:
+def sample_to_semantic(sample: Sample, ignore_index: int = 255) -> np.ndarray:
     """(H, W) int64 class map of a sample; pixels of no mask (and crowd pixels) = ignore_index.
 
     Later masks win where masks overlap (instance data may overlap).
@@ -91,7 +120,7 @@ def sample_to_semantic(sample: Dict[str, Any], ignore_index: int = 255) -> np.nd
     return out
 
 
-def sample_to_panoptic(sample: Dict[str, Any]) -> List[Any]:
+def sample_to_panoptic(sample: Sample) -> List[Any]:
     """``[id_map, segments]`` for the panoptic evaluator: (H, W) int64 ids 1..N (0 = void) and
     ``[{"id", "category_id" (the contiguous label), "iscrowd"}]``."""
     masks = sample["masks"]

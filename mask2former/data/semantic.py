@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import DatasetError
 from .io import read_image, read_label_png
+from .sample import Sample
 
 __all__ = ["SemanticSegmentationDataset", "IMAGE_EXTENSIONS"]
 
@@ -83,7 +84,7 @@ class SemanticSegmentationDataset:
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def __getitem__(self, index: int) -> Sample:
         image_path, label_path = self._pairs[index]
         image = read_image(image_path)
         raw = read_label_png(label_path)
@@ -103,13 +104,13 @@ class SemanticSegmentationDataset:
             raise DatasetError(
                 label_path, f"label value(s) {bad[:10]} >= num_labels={self.num_labels}"
             )
-        return {
-            "image": image,
-            "masks": semantic[None, :, :] == present[:, None, None],
-            "labels": present.astype(np.int64),
-            "semantic": semantic.astype(np.int64),
-            "file_name": image_path.name,
-        }
+        return Sample(
+            image=image,
+            masks=semantic[None, :, :] == present[:, None, None],
+            labels=present.astype(np.int64),
+            semantic=semantic.astype(np.int64),
+            file_name=image_path.name,
+        )
 
     def validate(self) -> None:
         """Read every sample once; raises :class:`DatasetError` at the first broken one."""

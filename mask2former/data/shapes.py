@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .rle import mask_bbox
-from .sample import segments_to_sample
+from ..coco import mask_bbox
+from .sample import Sample, segments_to_sample
 
 __all__ = ["SHAPES_CATEGORIES", "ShapesConfig", "ShapesDataset", "render_shapes"]
 
@@ -256,14 +256,13 @@ class ShapesDataset:
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def __getitem__(self, index: int) -> Sample:
         if not -self.num_samples <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         index %= self.num_samples
         raw = render_shapes(self.seed, index, self.config)
-        sample = segments_to_sample(raw["panoptic"], raw["segments_info"], self.categories)
-        sample.update(raw, file_name=self.file_name(index))
-        return sample
+        arrays = segments_to_sample(raw["panoptic"], raw["segments_info"], self.categories)
+        return Sample(**arrays, **raw, file_name=self.file_name(index))
 
     def file_name(self, index: int) -> str:
         """Sample ``index``'s ``file_name``, without rendering it."""

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..data.rle import encode_mask, mask_bbox
+from ..coco import decode_rle, encode_mask, mask_bbox
 from .report import format_table
 
 __all__ = ["CocoMaskAPEvaluator", "import_pycocotools"]
@@ -47,8 +47,6 @@ def _to_rle(mask: Union[np.ndarray, Dict[str, Any]], hw: Sequence[int]) -> Dict[
 
 def _area_bbox(mask: Union[np.ndarray, Dict[str, Any]]) -> tuple:
     if isinstance(mask, dict):
-        from ..data.rle import decode_rle
-
         mask = decode_rle(mask)
     mask = np.asarray(mask, dtype=bool)
     return int(mask.sum()), mask_bbox(mask)
