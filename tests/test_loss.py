@@ -100,11 +100,10 @@ def clone_predictions(preds: List[Dict[str, Tensor]]) -> List[Dict[str, Tensor]]
 def run_ours(loss_fn, preds, masks, classes, seed=0):
     torch.manual_seed(seed)
     final, aux = preds[-1], preds[:-1]
-    terms = loss_fn(
+    result = loss_fn(
         final["masks_queries_logits"], final["class_queries_logits"], masks, classes, aux
     )
-    total, weighted = loss_fn.weighted_total(terms)
-    return terms, total, weighted
+    return result.terms(), result.total, result.terms(weighted=True)
 
 
 def run_reference(preds, masks, classes, seed=0, **overrides):
@@ -318,3 +317,28 @@ def test_point_sampling_helpers():
     pts = sample_uncertain_points(logits, 100, 3.0, 1.0)
     assert pts.shape == (2, 100, 2) and (pts[..., 0] < 0.5).float().mean() > 0.95
     assert sample_uncertain_points(logits, 100, 3.0, 0.5).shape == (2, 100, 2)
+
+
+def test_loss_result_keeps_final_and_auxiliary_terms_apart():
+    """The typed result holds what the reference's flat dict holds: the final terms, then one
+    set per auxiliary prediction; its total is the reference-weighted sum of that dict."""
+    masks, classes = make_targets([3, 1], (64, 64))
+    preds = make_predictions(2, num_aux=2)
+    loss_fn = our_loss()
+    torch.manual_seed(0)
+    final = preds[-1]
+    result = loss_fn(
+        final["masks_queries_logits"], final["class_queries_logits"], masks, classes, preds[:-1]
+    )
+    assert len(result.auxiliary) == 2
+    flat = result.terms()
+    assert list(flat)[:3] == ["loss_mask", "loss_dice", "loss_cross_entropy"]
+    assert torch.equal(flat["loss_dice"], result.final.dice)
+    assert torch.equal(flat["loss_cross_entropy_1"], result.auxiliary[1].cross_entropy)
+    total, weighted = weight_losses(flat, loss_fn.weight_dict)
+    assert torch.equal(total, result.total)
+    assert all(torch.equal(weighted[k], v) for k, v in result.terms(weighted=True).items())
+    logged = result.final_weighted()
+    assert list(logged) == ["loss_mask", "loss_dice", "loss_cross_entropy"]
+    expected = 2.0 * float(result.final.cross_entropy.detach())
+    assert logged["loss_cross_entropy"] == pytest.approx(expected)

@@ -65,7 +65,7 @@ def test_dense_mask_terms_hand_worked():
     )
     logits = torch.tensor([[[[x, x], [-x, -x]]]])  # (B=1, Q=1, 2, 2)
     classes = torch.zeros(1, 1, 4)
-    terms = loss(logits, classes, [target], [torch.tensor([1])])
+    terms = loss(logits, classes, [target], [torch.tensor([1])]).terms()
     s = 1 / (1 + math.exp(-x))
     bce = math.log1p(math.exp(-x))  # the same for every cell
     dice = 1 - (2 * 2 * s + 1) / (2 * s + 2 * (1 - s) + 2 + 1)
@@ -74,7 +74,7 @@ def test_dense_mask_terms_hand_worked():
     # Soft targets where a cell is partly covered: BCE against the share.
     target2 = torch.zeros(1, 8, 8)
     target2[0, :2, :4] = 1  # the top-left 4x4 cell is half covered
-    terms = loss(torch.zeros(1, 1, 2, 2), classes, [target2], [torch.tensor([1])])
+    terms = loss(torch.zeros(1, 1, 2, 2), classes, [target2], [torch.tensor([1])]).terms()
     shares = torch.tensor([0.5, 0.0, 0.0, 0.0])
     expected = F.binary_cross_entropy_with_logits(torch.zeros(4), shares).item()
     assert terms["loss_mask"].item() == pytest.approx(expected, rel=1e-6)
@@ -90,12 +90,13 @@ def test_dense_loss_trains_and_gives_gradients_to_every_prediction():
     logits = torch.zeros(1, 4, 4, 4, requires_grad=True)
     classes = torch.zeros(1, 4, 4, requires_grad=True)
     aux = [{"masks_queries_logits": logits * 1.0, "class_queries_logits": classes * 1.0}]
-    terms = loss(logits, classes, [target], [labels], aux)
+    result = loss(logits, classes, [target], [labels], aux)
+    terms = result.terms()
     assert set(terms) == {
         "loss_mask", "loss_dice", "loss_cross_entropy",
         "loss_mask_0", "loss_dice_0", "loss_cross_entropy_0",
     }  # fmt: skip
-    total, _ = loss.weighted_total(terms)
+    total = result.total
     total.backward()
     assert logits.grad.abs().sum() > 0 and classes.grad.abs().sum() > 0
     # A few plain gradient steps lower the loss.
@@ -103,7 +104,7 @@ def test_dense_loss_trains_and_gives_gradients_to_every_prediction():
     first = total.item()
     for _ in range(20):
         opt.zero_grad()
-        total, _ = loss.weighted_total(loss(logits, classes, [target], [labels]))
+        total = loss(logits, classes, [target], [labels]).total
         total.backward()
         opt.step()
     assert float(total) < 0.5 * first
@@ -112,7 +113,7 @@ def test_dense_loss_trains_and_gives_gradients_to_every_prediction():
 def test_dense_images_without_targets_and_bad_mode():
     loss = _loss()
     terms = loss(torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4), [torch.zeros(0, 16, 16)] * 2,
-                 [torch.zeros(0, dtype=torch.long)] * 2)  # fmt: skip
+                 [torch.zeros(0, dtype=torch.long)] * 2).terms()  # fmt: skip
     assert all(torch.isfinite(v) for v in terms.values())
     assert terms["loss_mask"].item() == 0 and terms["loss_dice"].item() == 0
     with pytest.raises(ValueError, match="mask_loss_sampling"):

@@ -32,7 +32,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         masks = [(torch.rand(n, 32, 32) > 0.5).float() for n in counts]
         logits = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4)
         torch.manual_seed(100)
-        terms = loss_fn(*logits, masks, class_labels)
+        terms = loss_fn(*logits, masks, class_labels).terms()
         torch.save(
             {
                 "num_masks": num_masks,
@@ -62,7 +62,7 @@ def test_num_masks_is_averaged_across_processes(tmp_path):
         local = sum(len(c) for c in class_labels)
         assert not dist.is_initialized()
         torch.manual_seed(100)
-        single = loss_fn(*logits, masks, class_labels)
+        single = loss_fn(*logits, masks, class_labels).terms()
         # Same seed and inputs: the mask terms differ exactly by the normalizer 2 vs local count.
         for key in ("loss_mask", "loss_dice"):
             expected = single[key] * local / 2.0

@@ -74,3 +74,31 @@ def test_labels_must_come_together_and_agree(model):
         model(pixels, mask_labels=[torch.zeros(2, 64, 64)], class_labels=[torch.tensor([1])])
     with pytest.raises(ValueError):
         model(pixels, mask_labels=[torch.zeros(1, 64, 64)] * 2, class_labels=[torch.tensor([1])])
+
+
+def test_extra_output_fields_are_declared_but_not_in_the_reference_views(model):
+    """loss_dict, losses and image_sizes are dataclass fields; keys(), to_tuple() and indexing
+    are the reference's (transformers 4.37.2's field order, without them)."""
+    import dataclasses
+
+    mask = torch.ones(1, 64, 64, dtype=torch.long)
+    labels = dict(mask_labels=[torch.ones(1, 64, 64)], class_labels=[torch.tensor([1])])
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 64), pixel_mask=mask, **labels)
+        base = model.model(torch.zeros(1, 3, 64, 64), pixel_mask=mask)
+    names = [f.name for f in dataclasses.fields(out)]
+    assert names[-3:] == ["loss_dict", "losses", "image_sizes"]
+    assert out.loss_dict is not None and out.losses is not None and out.image_sizes == [(64, 64)]
+    assert out.keys() == [
+        "loss", "class_queries_logits", "masks_queries_logits", "encoder_last_hidden_state",
+        "pixel_decoder_last_hidden_state", "transformer_decoder_last_hidden_state",
+    ]  # fmt: skip
+    assert len(out.to_tuple()) == len(out.keys()) and out[0] is out.loss
+    assert "loss_dict" not in out and "image_sizes" not in list(out)
+    with pytest.raises(KeyError):
+        out["losses"]
+    assert base.image_sizes == [(64, 64)] and "image_sizes" not in base.keys()
+    assert len(base.to_tuple()) == len(base.keys())
+    # The decoder states are queries-first, as the docstrings say: (Q, B, C).
+    assert base.transformer_decoder_intermediate_states[0].shape == (4, 1, 32)
+    assert base.transformer_decoder_last_hidden_state.shape == (1, 4, 32)

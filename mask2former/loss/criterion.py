@@ -15,8 +15,9 @@ point sampling and gives every small object all of its cells; no random numbers 
 
 ``num_masks`` is the number of targets in the batch, averaged over processes under
 ``torch.distributed`` and clamped to >= 1 (the reference does neither, so a batch without targets
-gives NaN there). The weighted sum (``class_weight``/``mask_weight``/``dice_weight``) is computed
-by :func:`weight_losses`.
+gives NaN there). The result is a :class:`~mask2former.loss.result.LossResult`: the final and the
+auxiliary predictions' terms apart, and their sum weighted by ``class_weight``/``mask_weight``/
+``dice_weight``.
 
 Random numbers are drawn in the reference's order (matcher points per image, then the uncertainty
 candidates and the extra random points of the matched masks, prediction after prediction), so for
@@ -32,146 +33,22 @@ sampled on its own; the reference zero-pads them to the largest, which shifts th
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .matcher import HungarianMatcher, NonFiniteCostError
 from .point_sampling import point_sample, sample_uncertain_points
+from .result import LossResult, LossTerms, LossWeights
+from .targets import average_num_masks, dense_targets, validate_targets
 
-__all__ = [
-    "Mask2FormerLoss",
-    "MASK_LOSS_SAMPLING",
-    "dense_targets",
-    "validate_targets",
-    "average_num_masks",
-    "weight_losses",
-]
+__all__ = ["Mask2FormerLoss", "MASK_LOSS_SAMPLING"]
 
 #: How the mask losses and the matcher compare masks: on ``train_num_points`` points chosen by
 #: uncertainty (the original), or on every cell of the predicted masks.
 MASK_LOSS_SAMPLING = ("points", "dense")
-
-_INDEX_SUFFIX = re.compile(r"_\d+$")
-
-
-def validate_targets(
-    mask_labels: Sequence[Tensor],
-    class_labels: Sequence[Tensor],
-    batch_size: int,
-    num_labels: int,
-    mask_size: Tuple[int, int],
-) -> None:
-    """Check training targets before they reach the loss; raise ``ValueError`` naming the image.
-
-    Args:
-        mask_labels: per image a ``(n_i, H_i, W_i)`` tensor of binary masks.
-        class_labels: per image an integer ``(n_i,)`` tensor of class ids in ``[0, num_labels)``.
-        batch_size: number of images ``B`` of the predictions.
-        num_labels: number of classes, without "no object".
-        mask_size: ``(h, w)`` of the predicted masks; target masks must have its aspect ratio.
-    """
-    for name, labels in (("mask_labels", mask_labels), ("class_labels", class_labels)):
-        if not isinstance(labels, (list, tuple)) and not (
-            isinstance(labels, Tensor) and labels.dim() >= 1
-        ):
-            raise ValueError(f"{name} must be a list with one tensor per image")
-        if len(labels) != batch_size:
-            raise ValueError(
-                f"{name} has {len(labels)} entries but the batch has {batch_size} images; give "
-                "one entry per image (an image without targets gets an empty tensor)"
-            )
-    h, w = mask_size
-    for i, (masks, classes) in enumerate(zip(mask_labels, class_labels)):
-        if not isinstance(masks, Tensor) or masks.dim() != 3:
-            shape = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
-            raise ValueError(
-                f"mask_labels[{i}] must be a 3-D (num_targets, height, width) tensor, got {shape}"
-            )
-        if not isinstance(classes, Tensor) or classes.dim() != 1:
-            shape = tuple(classes.shape) if isinstance(classes, Tensor) else type(classes).__name__
-            raise ValueError(f"class_labels[{i}] must be a 1-D (num_targets,) tensor, got {shape}")
-        if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
-            raise ValueError(f"class_labels[{i}] must hold integer class ids, got {classes.dtype}")
-        if masks.shape[0] != classes.shape[0]:
-            raise ValueError(
-                f"image {i}: {masks.shape[0]} target masks but {classes.shape[0]} class labels"
-            )
-        height, width = masks.shape[1:]
-        # Same aspect ratio within one predicted-mask pixel in both directions.
-        if masks.shape[0] and (
-            height == 0 or width == 0 or abs(height * w - h * width) > min(height, width)
-        ):
-            raise ValueError(
-                f"image {i}: target masks are {height}x{width} but the predicted masks are {h}x{w} "
-                f"(the model input is about {4 * h}x{4 * w}); target masks must have the size of "
-                "the model input (or at least its aspect ratio): resize and pad them like the image"
-            )
-    _check_class_ids(class_labels, num_labels)
-
-
-def _check_class_ids(class_labels: Sequence[Tensor], num_labels: int) -> None:
-    nonempty = [(i, c) for i, c in enumerate(class_labels) if c.numel()]
-    if not nonempty:
-        return
-    device = nonempty[0][1].device
-    # One host sync for the whole batch; images are only searched when something is wrong.
-    out_of_range = torch.stack(
-        [((c < 0) | (c >= num_labels)).any().to(device) for _, c in nonempty]
-    )
-    if not bool(out_of_range.any()):
-        return
-    for i, classes in nonempty:
-        bad = classes[(classes < 0) | (classes >= num_labels)]
-        if bad.numel():
-            raise ValueError(
-                f"class_labels[{i}] contains class id {int(bad[0])}, outside [0, {num_labels}) "
-                f"(num_labels={num_labels}; ids to ignore must be removed from the targets)"
-            )
-
-
-def average_num_masks(class_labels: Sequence[Tensor], device: torch.device) -> Tensor:
-    """Number of targets of the batch, averaged over processes, clamped to >= 1 (0-d float).
-
-    Under ``torch.distributed`` every process normalizes by the same value, so that summing the
-    gradients of all processes equals normalizing the global batch once.
-    """
-    num_masks = torch.tensor(float(sum(int(c.shape[0]) for c in class_labels)), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(num_masks)
-        num_masks = num_masks / dist.get_world_size()
-    return num_masks.clamp(min=1.0)
-
-
-def weight_losses(
-    loss_dict: Mapping[str, Tensor], weight_dict: Mapping[str, float]
-) -> Tuple[Tensor, Dict[str, Tensor]]:
-    """Weight each loss term and sum them.
-
-    Args:
-        loss_dict: unweighted terms, e.g. ``loss_mask``, ``loss_dice_0``.
-        weight_dict: weight per base name (``loss_cross_entropy``, ``loss_mask``, ``loss_dice``);
-            a term ``<base>_<k>`` of auxiliary prediction ``k`` uses the weight of ``<base>``.
-
-    Returns:
-        The 0-d total and the dict of weighted terms (same keys and order as ``loss_dict``).
-    """
-    weighted: Dict[str, Tensor] = {}
-    for key, value in loss_dict.items():
-        base = key if key in weight_dict else _INDEX_SUFFIX.sub("", key)
-        if base not in weight_dict:
-            raise KeyError(
-                f"no weight for loss term {key!r}; weights are given for {list(weight_dict)}"
-            )
-        weighted[key] = value * weight_dict[base]
-    if not weighted:
-        raise ValueError("weight_losses: no loss terms to sum")
-    total = sum(weighted.values())  # in dict order, like the reference, for identical rounding
-    return total, weighted
 
 
 class Mask2FormerLoss(nn.Module):
@@ -213,11 +90,11 @@ class Mask2FormerLoss(nn.Module):
                 "Mask2FormerLoss: oversample_ratio must be >= 1 and importance_sample_ratio in "
                 f"[0, 1], got {self.oversample_ratio} and {self.importance_sample_ratio}"
             )
-        self.weight_dict: Dict[str, float] = {
-            "loss_cross_entropy": float(config.class_weight),
-            "loss_mask": float(config.mask_weight),
-            "loss_dice": float(config.dice_weight),
-        }
+        self.weights = LossWeights(
+            cross_entropy=float(config.class_weight),
+            mask=float(config.mask_weight),
+            dice=float(config.dice_weight),
+        )
         if cost_class is None:
             cost_class = getattr(config, "matcher_class_cost", 1.0)
         self.matcher = HungarianMatcher(
@@ -234,8 +111,8 @@ class Mask2FormerLoss(nn.Module):
         mask_labels: Sequence[Tensor],
         class_labels: Sequence[Tensor],
         auxiliary_predictions: Optional[Sequence[Mapping[str, Tensor]]] = None,
-    ) -> Dict[str, Tensor]:
-        """Unweighted loss terms.
+    ) -> LossResult:
+        """The loss terms of every prediction and their weighted total.
 
         Args:
             masks_queries_logits: ``(B, Q, h, w)`` final mask logits.
@@ -247,19 +124,13 @@ class Mask2FormerLoss(nn.Module):
                 only if ``config.use_auxiliary_loss``.
 
         Returns:
-            ``loss_mask``, ``loss_dice``, ``loss_cross_entropy`` (0-d each) and, for auxiliary
-            prediction ``k``, the same names with suffix ``_k``. Weight and sum them with
-            :meth:`weighted_total`.
+            A :class:`LossResult`: the unweighted terms of the final prediction and of each
+            auxiliary one, the weights (``class_weight``, ``mask_weight``, ``dice_weight``) and
+            the weighted total.
         """
         predictions = [(masks_queries_logits, class_queries_logits)]
         if auxiliary_predictions is not None and getattr(self.config, "use_auxiliary_loss", True):
-            for k, aux in enumerate(auxiliary_predictions):
-                if "masks_queries_logits" not in aux or "class_queries_logits" not in aux:
-                    raise ValueError(
-                        f"auxiliary_predictions[{k}] needs masks_queries_logits and "
-                        "class_queries_logits"
-                    )
-                predictions.append((aux["masks_queries_logits"], aux["class_queries_logits"]))
+            predictions += _auxiliary(auxiliary_predictions)
         for k, (masks, classes) in enumerate(predictions):
             self._check_prediction_shapes(masks, classes, masks_queries_logits, k)
         batch_size = masks_queries_logits.shape[0]
@@ -272,25 +143,49 @@ class Mask2FormerLoss(nn.Module):
         targets = None
         if self._sampling() == "dense":  # every prediction has the final one's grid
             targets = dense_targets(mask_labels, masks_queries_logits.shape[-2:])
-        losses: Dict[str, Tensor] = {}
-        for k, (masks, classes) in enumerate(predictions):
-            try:
-                if targets is None:
-                    indices = self.matcher(masks, classes, mask_labels, class_labels)
-                else:
-                    indices = self.matcher.forward_dense(masks, classes, targets, class_labels)
-            except NonFiniteCostError as e:
-                if k == 0:
-                    raise
-                raise NonFiniteCostError(f"auxiliary prediction {k - 1}: {e}", e.image_index) from e
+        terms = [
+            self._prediction_terms(k, masks, classes, mask_labels, class_labels, targets, num_masks)
+            for k, (masks, classes) in enumerate(predictions)
+        ]
+        return LossResult.combine(terms[0], tuple(terms[1:]), self.weights)
+
+    def _prediction_terms(
+        self,
+        k: int,
+        masks: Tensor,
+        classes: Tensor,
+        mask_labels: Sequence[Tensor],
+        class_labels: Sequence[Tensor],
+        targets: Optional[List[Tensor]],
+        num_masks: Tensor,
+    ) -> LossTerms:
+        """The terms of prediction ``k`` (0: the final one): matching, then the mask terms
+        (which draw the random points), then the class term. ``targets``: the dense targets,
+        or None to sample points."""
+        try:
             if targets is None:
-                mask_terms = self.loss_masks(masks, mask_labels, indices, num_masks)
+                indices = self.matcher(masks, classes, mask_labels, class_labels)
             else:
-                mask_terms = self.loss_masks_dense(masks, targets, indices, num_masks)
-            terms = {**mask_terms, **self.loss_labels(classes, class_labels, indices)}
-            suffix = "" if k == 0 else f"_{k - 1}"
-            losses.update({f"{name}{suffix}": value for name, value in terms.items()})
-        return losses
+                indices = self.matcher.forward_dense(masks, classes, targets, class_labels)
+        except NonFiniteCostError as e:
+            if k == 0:
+                raise
+            raise NonFiniteCostError(f"auxiliary prediction {k - 1}: {e}", e.image_index) from e
+        if targets is None:
+            mask, dice = self.loss_masks(masks, mask_labels, indices, num_masks)
+        else:
+            mask, dice = self.loss_masks_dense(masks, targets, indices, num_masks)
+        cross_entropy = self.loss_labels(classes, class_labels, indices)
+        return LossTerms(mask=mask, dice=dice, cross_entropy=cross_entropy)
+
+    @property
+    def weight_dict(self) -> Dict[str, float]:
+        """The weights by the reference's term names (its criterion's ``weight_dict``)."""
+        return {
+            "loss_cross_entropy": self.weights.cross_entropy,
+            "loss_mask": self.weights.mask,
+            "loss_dice": self.weights.dice,
+        }
 
     def _sampling(self) -> str:
         """``config.mask_loss_sampling`` (read at every call, like ``use_auxiliary_loss``)."""
@@ -302,17 +197,13 @@ class Mask2FormerLoss(nn.Module):
             )
         return sampling
 
-    def weighted_total(self, loss_dict: Mapping[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """``(total, weighted_terms)`` of :meth:`forward`'s output with the config's weights."""
-        return weight_losses(loss_dict, self.weight_dict)
-
     def loss_labels(
         self,
         class_queries_logits: Tensor,
         class_labels: Sequence[Tensor],
         indices: List[Tuple[Tensor, Tensor]],
-    ) -> Dict[str, Tensor]:
-        """``loss_cross_entropy``: weighted mean cross-entropy over all ``B*Q`` queries.
+    ) -> Tensor:
+        """The class term: weighted mean cross-entropy over all ``B*Q`` queries (0-d).
 
         Args:
             class_queries_logits: ``(B, Q, num_labels + 1)``.
@@ -335,7 +226,7 @@ class Mask2FormerLoss(nn.Module):
             targets,
             weight=self.empty_weight.to(class_queries_logits.dtype),
         )
-        return {"loss_cross_entropy": loss}
+        return loss
 
     def loss_masks(
         self,
@@ -343,8 +234,8 @@ class Mask2FormerLoss(nn.Module):
         mask_labels: Sequence[Tensor],
         indices: List[Tuple[Tensor, Tensor]],
         num_masks: Tensor,
-    ) -> Dict[str, Tensor]:
-        """``loss_mask`` (sigmoid BCE) and ``loss_dice`` of the matched masks on sampled points.
+    ) -> Tuple[Tensor, Tensor]:
+        """The mask (sigmoid BCE) and dice terms of the matched masks on sampled points.
 
         Args:
             masks_queries_logits: ``(B, Q, h, w)``.
@@ -372,7 +263,7 @@ class Mask2FormerLoss(nn.Module):
         targets: Sequence[Tensor],
         indices: List[Tuple[Tensor, Tensor]],
         num_masks: Tensor,
-    ) -> Dict[str, Tensor]:
+    ) -> Tuple[Tensor, Tensor]:
         """:meth:`loss_masks` over every cell of the predicted masks (``mask_loss_sampling``
         "dense"): BCE against the share of each cell a target covers, and dice.
 
@@ -441,27 +332,25 @@ def _prediction_index(
     return image_idx.to(device), query_idx.to(device)
 
 
-def _bce_and_dice(logits: Tensor, labels: Tensor, num_masks: Tensor) -> Dict[str, Tensor]:
-    """``loss_mask`` (BCE averaged over the values of each mask) and ``loss_dice``, each summed
+def _bce_and_dice(logits: Tensor, labels: Tensor, num_masks: Tensor) -> Tuple[Tensor, Tensor]:
+    """The mask term (BCE averaged over the values of each mask) and the dice term, each summed
     over the ``N`` masks and divided by ``num_masks``; logits and labels ``(N, P)``."""
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     probs = logits.sigmoid()
     numerator = 2 * (probs * labels).sum(-1)
     denominator = probs.sum(-1) + labels.sum(-1)
     dice = 1 - (numerator + 1) / (denominator + 1)
-    return {"loss_mask": bce.mean(1).sum() / num_masks, "loss_dice": dice.sum() / num_masks}
+    return bce.mean(1).sum() / num_masks, dice.sum() / num_masks
 
 
-def dense_targets(mask_labels: Sequence[Tensor], size: Sequence[int]) -> List[Tensor]:
-    """Target masks reduced to the predictions' ``(h, w)`` grid: per image ``(n_i, h * w)``,
-    the share of each cell a target covers (area averaging, exact block means when the masks
-    are a multiple of the grid, as the model input is of its stride-4 masks)."""
-    h, w = int(size[0]), int(size[1])
+def _auxiliary(predictions: Sequence[Mapping[str, Tensor]]) -> List[Tuple[Tensor, Tensor]]:
+    """``(masks_queries_logits, class_queries_logits)`` of each auxiliary prediction, given as
+    the reference's ``auxiliary_logits`` dicts."""
     out = []
-    for masks in mask_labels:
-        masks = masks.float() if not masks.is_floating_point() else masks
-        if masks.shape[0] == 0:
-            out.append(masks.new_zeros(0, h * w))
-            continue
-        out.append(F.adaptive_avg_pool2d(masks[None], (h, w))[0].flatten(1))
+    for k, aux in enumerate(predictions):
+        if "masks_queries_logits" not in aux or "class_queries_logits" not in aux:
+            raise ValueError(
+                f"auxiliary_predictions[{k}] needs masks_queries_logits and class_queries_logits"
+            )
+        out.append((aux["masks_queries_logits"], aux["class_queries_logits"]))
     return out

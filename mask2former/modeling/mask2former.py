@@ -21,12 +21,13 @@ from torch import nn
 from ..checkpoint import PreTrainedMixin
 from ..config import Mask2FormerConfig
 from ..loss.criterion import Mask2FormerLoss
+from ..loss.result import LossResult
 from .backbone import Backbone, build_backbone
 from .init import init_weights
 from .outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
 from .pixel_decoder import PixelDecoder, build_pixel_decoder
 from .position_encoding import sine_position_encoding
-from .transformer_decoder import MaskedAttentionDecoder, build_transformer_decoder
+from .transformer_decoder import DecoderOutput, MaskedAttentionDecoder, build_transformer_decoder
 
 __all__ = ["Mask2FormerModel", "Mask2FormerForUniversalSegmentation"]
 
@@ -68,7 +69,9 @@ class TransformerModule(nn.Module):
         multi_scale_features: Sequence[torch.Tensor],
         mask_features: torch.Tensor,
         output_attentions: bool = False,
-    ) -> dict:
+    ) -> DecoderOutput:
+        """multi_scale_features: 3 maps (B, feature_size, h_i, w_i), coarsest first;
+        mask_features (B, mask_feature_size, H/4, W/4)."""
         memories, memory_pos, sizes = [], [], []
         for level, (feature, proj) in enumerate(zip(multi_scale_features, self.input_projections)):
             b, _, h, w = feature.shape
@@ -163,11 +166,11 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
         dec = self.transformer_module(
             pixel.multi_scale_features, pixel.mask_features, output_attentions
         )
-        queries_first = [h.transpose(0, 1) for h in dec["hidden_states"]]
+        queries_first = [h.transpose(0, 1) for h in dec.hidden_states]
         out = Mask2FormerModelOutput(
             encoder_last_hidden_state=features[-1],
             pixel_decoder_last_hidden_state=pixel.mask_features,
-            transformer_decoder_last_hidden_state=dec["hidden_states"][-1],
+            transformer_decoder_last_hidden_state=dec.hidden_states[-1],
             encoder_hidden_states=tuple(features) if output_hidden_states else None,
             pixel_decoder_hidden_states=pixel.multi_scale_features
             if output_hidden_states
@@ -176,12 +179,12 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
             if output_hidden_states
             else None,
             transformer_decoder_intermediate_states=tuple(
-                h.transpose(0, 1) for h in dec["intermediate"]
+                h.transpose(0, 1) for h in dec.intermediate
             ),
-            masks_queries_logits=tuple(dec["masks"]),
-            attentions=tuple(dec["attentions"]) if output_attentions else None,
+            masks_queries_logits=tuple(dec.masks),
+            attentions=tuple(dec.attentions) if output_attentions else None,
+            image_sizes=image_sizes,
         )
-        out.image_sizes = image_sizes
         if return_dict is False:
             return out.to_tuple()
         return out
@@ -212,7 +215,8 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
         """pixel_values (B, 3, H, W); mask_labels: per image (n_i, H, W) binary masks;
         class_labels: per image (n_i,) class ids. With labels, ``loss`` is the weighted sum of
         the cross-entropy, mask and dice losses of the final and every auxiliary prediction,
-        and ``outputs.loss_dict`` holds the weighted terms."""
+        ``outputs.loss_dict`` holds the weighted terms and ``outputs.losses`` the unweighted
+        ones, final and auxiliary apart."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("mask_labels and class_labels must be given together")
         outputs = self.model(
@@ -230,13 +234,13 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
             {"masks_queries_logits": m, "class_queries_logits": c}
             for m, c in zip(mask_logits[:-1], class_logits[:-1])
         ]
-        loss, loss_dict = None, None
+        losses = None
         if mask_labels is not None:
-            loss, loss_dict = self._loss(mask_logits, class_logits, mask_labels, class_labels)
+            losses = self._loss(mask_logits, class_logits, mask_labels, class_labels)
         if output_auxiliary_logits is None:
             output_auxiliary_logits = self.config.output_auxiliary_logits
         out = Mask2FormerForUniversalSegmentationOutput(
-            loss=loss,
+            loss=None if losses is None else losses.total,
             class_queries_logits=class_logits[-1],
             masks_queries_logits=mask_logits[-1],
             auxiliary_logits=auxiliary if output_auxiliary_logits else None,
@@ -247,15 +251,23 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
             pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
             transformer_decoder_hidden_states=outputs.transformer_decoder_hidden_states,
             attentions=outputs.attentions,
+            loss_dict=None if losses is None else losses.terms(weighted=True),
+            losses=losses,
+            image_sizes=outputs.image_sizes,
         )
-        out.loss_dict = loss_dict
-        out.image_sizes = outputs.image_sizes
         if return_dict is False:
             return out.to_tuple()
         return out
 
-    def _loss(self, mask_logits, class_logits, mask_labels, class_labels):
-        """Weighted total and per-term losses, computed in float32 even under autocast (the
+    def _loss(
+        self,
+        mask_logits: Sequence[torch.Tensor],
+        class_logits: Sequence[torch.Tensor],
+        mask_labels: List[torch.Tensor],
+        class_labels: List[torch.Tensor],
+    ) -> LossResult:
+        """The loss of every prediction (mask logits (B, Q, H/4, W/4), class logits
+        (B, Q, num_labels + 1), the final last), computed in float32 even under autocast (the
         sigmoid/softmax cross-entropies and the matching costs lose too much in 16 bits)."""
         device_type = mask_logits[-1].device.type
         with torch.autocast(device_type=device_type, enabled=False):
@@ -267,11 +279,10 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
                     {"masks_queries_logits": m, "class_queries_logits": c}
                     for m, c in zip(masks[:-1], classes[:-1])
                 ]
-            terms = self.criterion(
+            return self.criterion(
                 masks_queries_logits=masks[-1],
                 class_queries_logits=classes[-1],
                 mask_labels=mask_labels,
                 class_labels=class_labels,
                 auxiliary_predictions=auxiliary,
             )
-            return self.criterion.weighted_total(terms)

@@ -1,15 +1,19 @@
 """Output containers of the models: attribute access, key access and ``to_tuple()``.
 
 With ``return_dict=False`` the models return ``to_tuple()``: the non-None fields in declaration
-order, as the reference does.
+order, as the reference does. Fields the reference does not have (declared with
+:func:`extra_field`) are attributes only: ``to_tuple()``, ``keys()``, indexing and iteration
+skip them, so both views stay exactly the reference's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+
+from ..loss.result import LossResult
 
 __all__ = [
     "ModelOutput",
@@ -18,14 +22,27 @@ __all__ = [
 ]
 
 
+_EXTRA = "outside_reference"
+
+
+def extra_field() -> Any:
+    """A field (default None) that is not part of the reference's output: left out of
+    ``to_tuple()``, ``keys()``, indexing and iteration."""
+    return field(default=None, metadata={_EXTRA: True})
+
+
 class ModelOutput:
     """Base of the output dataclasses: ``out.field``, ``out["field"]``, ``out[0]``, ``keys()``."""
 
+    def _reference_fields(self) -> List[str]:
+        return [f.name for f in fields(self) if not f.metadata.get(_EXTRA)]
+
     def to_tuple(self) -> Tuple[Any, ...]:
-        return tuple(v for v in (getattr(self, f.name) for f in fields(self)) if v is not None)
+        values = (getattr(self, name) for name in self._reference_fields())
+        return tuple(v for v in values if v is not None)
 
     def keys(self) -> List[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        return [name for name in self._reference_fields() if getattr(self, name) is not None]
 
     def items(self):
         return [(k, getattr(self, k)) for k in self.keys()]
@@ -49,18 +66,28 @@ class ModelOutput:
 
 @dataclass
 class Mask2FormerModelOutput(ModelOutput):
-    """Outputs of :class:`Mask2FormerModel`.
+    """Outputs of :class:`Mask2FormerModel` (B images, Q queries, C = hidden_dim; the decoder
+    has decoder_layers - 1 layers and makes decoder_layers predictions). The layouts are the
+    reference's: the decoder's per-layer states are queries-first, (Q, B, C).
 
     - encoder_last_hidden_state: (B, C4, H/32, W/32) last backbone stage.
     - pixel_decoder_last_hidden_state: (B, mask_feature_size, H/4, W/4) per-pixel mask features.
-    - transformer_decoder_last_hidden_state: (B, Q, hidden_dim) normalized final queries.
-    - encoder_hidden_states: 4 backbone stage maps (B, Ci, H/si, W/si), with hidden states.
-    - pixel_decoder_hidden_states: 3 multi-scale maps (B, feature_size, ...), coarsest first,
-      then the mask features, with hidden states.
-    - transformer_decoder_hidden_states: the initial queries and each layer's, (B, Q, hidden_dim).
-    - transformer_decoder_intermediate_states: decoder_layers normalized queries (B, Q, hidden).
+    - transformer_decoder_last_hidden_state: (B, Q, C) the last decoder layer's output, before
+      the decoder's layer norm.
+    - encoder_hidden_states: the 4 backbone stage maps (B, C_i, H/s_i, W/s_i), s_i = 4, 8, 16,
+      32; only with ``output_hidden_states``.
+    - pixel_decoder_hidden_states: the 3 multi-scale maps (B, feature_size, H/s, W/s), s = 32,
+      16, 8 (coarsest first); only with ``output_hidden_states``.
+    - transformer_decoder_hidden_states: decoder_layers tensors (Q, B, C): the initial queries
+      and each layer's output, not normalised; only with ``output_hidden_states``.
+    - transformer_decoder_intermediate_states: decoder_layers tensors (Q, B, C): the
+      layer-normalised queries each prediction is made from.
     - masks_queries_logits: decoder_layers mask predictions (B, Q, H/4, W/4), the last is final.
-    - attentions: each decoder layer's self-attention weights (B, heads, Q, Q).
+    - attentions: each decoder layer's self-attention weights (B, heads, Q, Q); only with
+      ``output_attentions``.
+
+    Outside the tuple form: ``image_sizes``, as in
+    :class:`Mask2FormerForUniversalSegmentationOutput`.
     """
 
     encoder_last_hidden_state: Optional[torch.Tensor] = None
@@ -72,6 +99,7 @@ class Mask2FormerModelOutput(ModelOutput):
     transformer_decoder_intermediate_states: Optional[Tuple[torch.Tensor, ...]] = None
     masks_queries_logits: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[torch.Tensor, ...]] = None
+    image_sizes: Optional[List[Tuple[int, int]]] = extra_field()
 
 
 @dataclass
@@ -83,10 +111,15 @@ class Mask2FormerForUniversalSegmentationOutput(ModelOutput):
     - masks_queries_logits: (B, Q, H/4, W/4).
     - auxiliary_logits: one dict {"class_queries_logits", "masks_queries_logits"} per
       intermediate prediction (decoder_layers - 1 of them), when requested.
-    - the remaining fields as in :class:`Mask2FormerModelOutput`.
-    Attributes outside the tuple form:
+    - the remaining fields as in :class:`Mask2FormerModelOutput` (no intermediate states).
 
-    - loss_dict: the weighted per-term losses (their sum is ``loss``), for logging.
+    Fields outside the tuple form and the keys (the reference has none of them):
+
+    - loss_dict: when labels were given, the weighted terms in the reference's names
+      (``loss_mask``, ``loss_dice``, ``loss_cross_entropy``, then ``loss_mask_0``, ... of the
+      auxiliary predictions); their sum is ``loss``.
+    - losses: when labels were given, the same terms unweighted and typed: the final
+      prediction's and the auxiliary ones' apart (:class:`~mask2former.loss.LossResult`).
     - image_sizes: when a ``pixel_mask`` was given, the (height, width) of each image's real
       pixels in ``pixel_values`` coordinates (padding is bottom/right), so that post-processing
       can cut the padding off before resizing to a target size; else None.
@@ -103,7 +136,6 @@ class Mask2FormerForUniversalSegmentationOutput(ModelOutput):
     pixel_decoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     transformer_decoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[torch.Tensor, ...]] = None
-
-    def __post_init__(self) -> None:
-        self.loss_dict: Optional[Dict[str, torch.Tensor]] = None
-        self.image_sizes: Optional[List[Tuple[int, int]]] = None
+    loss_dict: Optional[Dict[str, torch.Tensor]] = extra_field()
+    losses: Optional[LossResult] = extra_field()
+    image_sizes: Optional[List[Tuple[int, int]]] = extra_field()

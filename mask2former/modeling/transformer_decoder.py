@@ -8,7 +8,8 @@ default. Attribute names follow the checkpoint keys under ``model.transformer_mo
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,26 @@ from torch import nn
 from ..config import Mask2FormerConfig
 from .activations import get_activation
 
-__all__ = ["MaskedAttentionDecoder", "MaskPredictor", "build_transformer_decoder"]
+__all__ = ["DecoderOutput", "MaskedAttentionDecoder", "MaskPredictor", "build_transformer_decoder"]
+
+
+@dataclass
+class DecoderOutput:
+    """What :class:`MaskedAttentionDecoder` returns; L layers make L + 1 predictions.
+
+    - hidden_states: the queries entering the first layer and each layer's output, L + 1
+      tensors (B, Q, C), not normalised.
+    - intermediate: the layer-normalised queries each prediction is made from, L + 1 tensors
+      (B, Q, C); the class head reads them.
+    - masks: the mask logits of each prediction, L + 1 tensors (B, Q, H/4, W/4); the last is
+      the final prediction.
+    - attentions: each layer's self-attention weights (B, heads, Q, Q) when asked, else empty.
+    """
+
+    hidden_states: List[torch.Tensor]
+    intermediate: List[torch.Tensor]
+    masks: List[torch.Tensor]
+    attentions: List[torch.Tensor] = field(default_factory=list)
 
 
 class SelfAttention(nn.Module):
@@ -231,17 +251,16 @@ class MaskedAttentionDecoder(nn.Module):
         sizes: List[Tuple[int, int]],
         mask_features: torch.Tensor,
         output_attentions: bool = False,
-    ) -> dict:
+    ) -> DecoderOutput:
         """
         Args:
             queries, query_pos: (B, Q, C) initial query content and positions.
             memories, memory_pos: per level (B, h*w, C), coarsest first; sizes their (h, w).
             mask_features: (B, Cm, H/4, W/4).
-        Returns a dict with ``hidden_states`` (the input of each layer and the last output,
-        (B, Q, C) each), ``intermediate`` (normalized queries of each prediction),
-        ``masks`` (B, Q, H/4, W/4) per prediction and ``attentions`` (B, heads, Q, Q) per layer.
+            output_attentions: also return each layer's self-attention weights.
         """
-        resized: dict = {}  # target size -> resized mask features, shared by the layers
+        # target size -> resized mask features, shared by the layers attending to that level
+        resized: Dict[Tuple[int, int], torch.Tensor] = {}
 
         def predict(normed: torch.Tensor, size: Tuple[int, int]):
             if size not in resized:
@@ -268,12 +287,7 @@ class MaskedAttentionDecoder(nn.Module):
             all_masks.append(masks)
             if output_attentions:
                 attentions.append(weights)
-        return {
-            "hidden_states": hidden_states,
-            "intermediate": intermediate,
-            "masks": all_masks,
-            "attentions": attentions,
-        }
+        return DecoderOutput(hidden_states, intermediate, all_masks, attentions)
 
 
 def build_transformer_decoder(config: Mask2FormerConfig) -> MaskedAttentionDecoder:

@@ -404,9 +404,8 @@ class Trainer:
             enabled=self.amp_dtype is not None,
         ):
             out = model(pixel_values, mask_labels=masks, class_labels=classes)
-        # Auxiliary predictions' terms carry a numeric suffix; only the final one's are logged.
-        terms = {k: float(v.detach()) for k, v in (out.loss_dict or {}).items() if k[-1].isalpha()}
-        return out.loss, terms
+        # Only the final prediction's terms are logged (the auxiliary ones are in the total).
+        return out.loss, out.losses.final_weighted()
 
     def _log(self, record: Dict[str, Any]) -> None:
         self.history.append(record)
