@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -178,16 +179,31 @@ def draw_overlay(
     seg = segmentation.cpu().numpy() if hasattr(segmentation, "cpu") else np.asarray(segmentation)
     if seg.shape != rgb.shape[:2]:
         raise ValueError(f"segmentation {seg.shape} and image {rgb.shape[:2]} differ in size")
-    height, width = seg.shape
-    id2label = id2label or {}
+    colors = _segment_colors(segments_info)
+    result, drawn = _fill(rgb, seg, colors, alpha, outline)
+    if show_labels and colors:
+        style = _LabelStyle(id2label or {}, show_scores, font_size)
+        _draw_labels(result, seg, drawn, segments_info, colors, style)
+    return result
 
-    # Colour per segment: class colour, jittered for the 2nd, 3rd, ... segment of a class.
+
+def _segment_colors(segments_info: Sequence[Mapping[str, Any]]) -> Dict[int, Color]:
+    """Segment id -> colour: the class colour, jittered for the 2nd, 3rd, ... segment of a class."""
     seen: Dict[int, int] = {}
     colors: Dict[int, Color] = {}
     for info in segments_info:
         label = int(info["label_id"])
         colors[int(info["id"])] = instance_color(label, seen.get(label, 0))
         seen[label] = seen.get(label, 0) + 1
+    return colors
+
+
+def _fill(
+    rgb: np.ndarray, seg: np.ndarray, colors: Dict[int, Color], alpha: float, outline: bool
+) -> Tuple[Image.Image, np.ndarray]:
+    """(H, W, 3) uint8 image with the segments of ``colors`` blended in (and outlined); returns
+    it as a PIL image, and the (H, W) bool map of the pixels drawn."""
+    height, width = seg.shape
     ids = np.array(sorted(colors), dtype=np.int64)
     table = np.array([colors[i] for i in ids], dtype=np.float32).reshape(-1, 3)
     # Map ids to rows of the colour table; ids not listed get row -1 (not drawn).
@@ -205,11 +221,34 @@ def draw_overlay(
         thickness = max(1, round(min(height, width) / 320))
         edge = _boundaries(np.where(drawn, seg, -1), thickness) & drawn
         out[edge] = table[row[edge]]
-    result = Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
-    if not (show_labels and len(ids)):
-        return result
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8)), drawn
 
-    size = font_size or int(min(max(min(height, width) / 24, 10), 32))
+
+@dataclass(frozen=True)
+class _LabelStyle:
+    """What the label boxes say, and how big: :func:`draw_overlay`'s label options."""
+
+    id2label: Mapping[int, str]
+    show_scores: bool
+    font_size: Optional[int]  # None: scales with the image
+
+    def text(self, info: Mapping[str, Any]) -> str:
+        name = info.get("label") or self.id2label.get(int(info["label_id"]), str(info["label_id"]))
+        score = info.get("score")
+        return f"{name} {score:.2f}" if self.show_scores and score is not None else str(name)
+
+
+def _draw_labels(
+    result: Image.Image,
+    seg: np.ndarray,
+    drawn: np.ndarray,
+    segments_info: Sequence[Mapping[str, Any]],
+    colors: Dict[int, Color],
+    style: _LabelStyle,
+) -> None:
+    """Draw a label box (in place) on every drawn segment of at least 16 pixels."""
+    height, width = seg.shape
+    size = style.font_size or int(min(max(min(height, width) / 24, 10), 32))
     font = _font(size)
     draw = ImageDraw.Draw(result)
     stride = max(1, math.ceil(max(height, width) / 256))
@@ -220,23 +259,30 @@ def draw_overlay(
     # Small segments first: they have fewer good spots, big ones can make room.
     for info in sorted(entries, key=lambda s: areas[int(s["id"])]):
         seg_id = int(info["id"])
-        name = info.get("label") or id2label.get(int(info["label_id"]), str(info["label_id"]))
-        score = info.get("score")
-        text = f"{name} {score:.2f}" if show_scores and score is not None else str(name)
+        text = style.text(info)
         ys, xs = np.nonzero(seg == seg_id) if not (small == seg_id).any() else (None, None)
         fallback = (int(xs.mean()), int(ys.mean())) if xs is not None else (0, 0)
         anchor = _anchor(small, seg_id, stride, fallback)
         box = _label_box(draw, text, font, anchor, (width, height), placed)
         placed.append(box)
-        color = colors[seg_id]
-        # Rec. 601 luma decides the text colour that contrasts with the box.
-        luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-        text_color = (0, 0, 0) if luma > 150 else (255, 255, 255)
-        radius = max(2, size // 4)
-        draw.rounded_rectangle(box, radius=radius, fill=color, outline=(20, 20, 20), width=1)
-        # Centre the text's ink box in the label box (no ``anchor=``: bitmap fonts lack it).
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        x = (box[0] + box[2] - (right - left)) / 2 - left
-        y = (box[1] + box[3] - (bottom - top)) / 2 - top
-        draw.text((x, y), text, fill=text_color, font=font)
-    return result
+        _draw_label(draw, box, text, font, colors[seg_id], radius=max(2, size // 4))
+
+
+def _draw_label(
+    draw: ImageDraw.ImageDraw,
+    box: Tuple[float, float, float, float],
+    text: str,
+    font: Any,
+    color: Color,
+    radius: int,
+) -> None:
+    """One label: a rounded box of the segment's colour with dark border, text centred in it."""
+    # Rec. 601 luma decides the text colour that contrasts with the box.
+    luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+    text_color = (0, 0, 0) if luma > 150 else (255, 255, 255)
+    draw.rounded_rectangle(box, radius=radius, fill=color, outline=(20, 20, 20), width=1)
+    # Centre the text's ink box in the label box (no ``anchor=``: bitmap fonts lack it).
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = (box[0] + box[2] - (right - left)) / 2 - left
+    y = (box[1] + box[3] - (bottom - top)) / 2 - top
+    draw.text((x, y), text, fill=text_color, font=font)

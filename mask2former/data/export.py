@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -30,6 +31,17 @@ from .io import write_json
 __all__ = ["export_panoptic_dataset", "prepare_dataset_folder", "FORMATS"]
 
 FORMATS: Tuple[str, ...] = ("panoptic", "instances", "semantic")
+
+
+@dataclass
+class _Listing:
+    """What the JSON files list, gathered sample by sample; and the category maps it needs."""
+
+    to_label: Dict[int, int]  # category id -> label (semantic PNG value - 1)
+    thing_ids: Set[int]  # category ids of the thing classes (the instances JSON's)
+    images: List[Dict[str, Any]] = field(default_factory=list)
+    panoptic: List[Dict[str, Any]] = field(default_factory=list)
+    instances: List[Dict[str, Any]] = field(default_factory=list)
 
 
 def export_panoptic_dataset(
@@ -62,9 +74,19 @@ def export_panoptic_dataset(
     folders = ["images"] + [f for f in ("panoptic", "semantic") if f in formats]
     for sub in folders:
         (out / sub).mkdir(parents=True, exist_ok=True)
-    to_label = category_to_label(categories)
-    thing_ids = {int(c["id"]) for c in categories if c.get("isthing", 1)}
-    cats = [
+    listing = _Listing(
+        to_label=category_to_label(categories),
+        thing_ids={int(c["id"]) for c in categories if c.get("isthing", 1)},
+    )
+    for index, sample in enumerate(samples):
+        _export_sample(index, sample, out, folders, listing)
+    _write_json_files(out, formats, _coco_categories(categories), listing)
+    return out
+
+
+def _coco_categories(categories: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The category list of the JSON files: id, name, supercategory, isthing, color; by id."""
+    return [
         {
             "id": int(c["id"]),
             "name": str(c["name"]),
@@ -76,74 +98,85 @@ def export_panoptic_dataset(
         }
         for c in sorted(categories, key=lambda c: int(c["id"]))
     ]
-    images: List[Dict[str, Any]] = []
-    pan_anns: List[Dict[str, Any]] = []
-    inst_anns: List[Dict[str, Any]] = []
 
-    for index, sample in enumerate(samples):
-        # Sub-folders of a sample's file_name are kept; names leading outside are refused.
-        stem = str(Path(str(sample.get("file_name") or f"{index:06d}.png")).with_suffix(""))
-        name = f"{stem}.png"
-        paths = {sub: confined_path(out / sub, name, "file_name") for sub in folders}
-        image = np.asarray(sample["image"], dtype=np.uint8)
-        pan = np.asarray(sample["panoptic"])
-        h, w = pan.shape
-        if image.shape != (h, w, 3):
-            raise ValueError(
-                f"sample {index}: image {image.shape} does not match panoptic {pan.shape}"
+
+def _export_sample(
+    index: int, sample: Dict[str, Any], out: Path, folders: List[str], listing: _Listing
+) -> None:
+    """Write one sample's PNGs (the ``folders``) and add its entries to ``listing``."""
+    # Sub-folders of a sample's file_name are kept; names leading outside are refused.
+    stem = str(Path(str(sample.get("file_name") or f"{index:06d}.png")).with_suffix(""))
+    name = f"{stem}.png"
+    paths = {sub: confined_path(out / sub, name, "file_name") for sub in folders}
+    image = np.asarray(sample["image"], dtype=np.uint8)
+    pan = np.asarray(sample["panoptic"])
+    h, w = pan.shape
+    if image.shape != (h, w, 3):
+        raise ValueError(f"sample {index}: image {image.shape} does not match panoptic {pan.shape}")
+    for path in paths.values():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_image(paths["images"], image)
+    listing.images.append({"id": index, "file_name": name, "height": h, "width": w})
+    segments, semantic = _segments(index, pan, sample["segments_info"], listing)
+    listing.panoptic.append({"image_id": index, "file_name": name, "segments_info": segments})
+    if "panoptic" in paths:
+        save_image(paths["panoptic"], id_to_rgb(pan))
+    if "semantic" in paths:
+        save_image(paths["semantic"], semantic)
+
+
+def _segments(
+    index: int, pan: np.ndarray, segments_info: Sequence[Dict[str, Any]], listing: _Listing
+) -> Tuple[List[Dict[str, Any]], np.ndarray]:
+    """The panoptic ``segments_info`` of image ``index`` and its (H, W) uint8 semantic PNG
+    (0 = void, label + 1); its thing segments are added to ``listing.instances``."""
+    segments = []
+    semantic = np.zeros(pan.shape, dtype=np.uint8)
+    for seg in segments_info:
+        mask = pan == int(seg["id"])
+        cat = int(seg["category_id"])
+        info = {
+            "id": int(seg["id"]),
+            "category_id": cat,
+            "area": int(mask.sum()),
+            "bbox": mask_bbox(mask),
+            "iscrowd": int(seg.get("iscrowd", 0)),
+        }
+        segments.append(info)
+        # Crowd regions are left void in the semantic view, as in detectron2's conversion.
+        if not info["iscrowd"]:
+            semantic[mask] = listing.to_label[cat] + 1
+        if cat in listing.thing_ids:
+            listing.instances.append(
+                {
+                    "id": len(listing.instances) + 1,
+                    "image_id": index,
+                    "category_id": cat,
+                    "segmentation": encode_mask(mask),
+                    "area": info["area"],
+                    "bbox": info["bbox"],
+                    "iscrowd": info["iscrowd"],
+                }
             )
-        for path in paths.values():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_image(paths["images"], image)
-        images.append({"id": index, "file_name": name, "height": h, "width": w})
-        segments = []
-        semantic = np.zeros((h, w), dtype=np.uint8)
-        for seg in sample["segments_info"]:
-            mask = pan == int(seg["id"])
-            cat = int(seg["category_id"])
-            bbox = mask_bbox(mask)
-            info = {
-                "id": int(seg["id"]),
-                "category_id": cat,
-                "area": int(mask.sum()),
-                "bbox": bbox,
-                "iscrowd": int(seg.get("iscrowd", 0)),
-            }
-            segments.append(info)
-            # Crowd regions are left void in the semantic view, as in detectron2's conversion.
-            if not info["iscrowd"]:
-                semantic[mask] = to_label[cat] + 1
-            if cat in thing_ids:
-                inst_anns.append(
-                    {
-                        "id": len(inst_anns) + 1,
-                        "image_id": index,
-                        "category_id": cat,
-                        "segmentation": encode_mask(mask),
-                        "area": info["area"],
-                        "bbox": bbox,
-                        "iscrowd": info["iscrowd"],
-                    }
-                )
-        pan_anns.append({"image_id": index, "file_name": name, "segments_info": segments})
-        if "panoptic" in formats:
-            save_image(paths["panoptic"], id_to_rgb(pan))
-        if "semantic" in formats:
-            save_image(paths["semantic"], semantic)
+    return segments, semantic
 
+
+def _write_json_files(
+    out: Path, formats: Sequence[str], cats: List[Dict[str, Any]], listing: _Listing
+) -> None:
+    """categories.json, and the panoptic and instances JSON files that ``formats`` ask for."""
     write_json(out / "categories.json", cats)
     if "panoptic" in formats:
         write_json(
             out / "panoptic.json",
-            {"images": images, "annotations": pan_anns, "categories": cats},
+            {"images": listing.images, "annotations": listing.panoptic, "categories": cats},
         )
     if "instances" in formats:
         thing_cats = [c for c in cats if c["isthing"]]
         write_json(
             out / "instances.json",
-            {"images": images, "annotations": inst_anns, "categories": thing_cats},
+            {"images": listing.images, "annotations": listing.instances, "categories": thing_cats},
         )
-    return out
 
 
 # What a dataset folder written here holds: prepare_dataset_folder removes these and nothing else.
