@@ -15,32 +15,21 @@ import argparse
 import numpy as np
 import torch
 
-from mask2former import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
 from mask2former.data import ShapesDataset
-from mask2former.evaluation.runner import evaluate_model
+from mask2former.evaluation.runner import evaluate_pipeline
+from mask2former.inference import build_pipeline
 
 
-def panoptic_labels(model, processor, images, stuff):
+def panoptic_labels(pipeline, images):
     """Per image: (H, W) class map (-1 = no segment) and the segment-id map."""
+    options = pipeline.info.options(task="panoptic", threshold=0.8)
     out = []
-    dtype = next(model.parameters()).dtype
-    for image in images:
-        inputs = processor(image, return_tensors="pt")
-        with torch.inference_mode():
-            outputs = model(inputs["pixel_values"].to(dtype), pixel_mask=inputs["pixel_mask"])
-        outputs.class_queries_logits = outputs.class_queries_logits.float()
-        outputs.masks_queries_logits = outputs.masks_queries_logits.float()
-        result = processor.post_process_panoptic_segmentation(
-            outputs,
-            threshold=0.8,
-            label_ids_to_fuse=stuff,
-            target_sizes=[image.shape[:2]],
-        )[0]
-        ids = result["segmentation"].numpy()
+    for result in pipeline.predict(images, options):
+        ids = result.segmentation
         lut = np.full(ids.max(initial=0) + 1, -1, dtype=np.int64)
-        for s in result["segments_info"]:
+        for s in result.segments:
             lut[s["id"]] = s["label_id"]
-        out.append((lut[np.maximum(ids, 0)], ids))
+        out.append((lut[ids], ids))
     return out
 
 
@@ -67,22 +56,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    processor = Mask2FormerImageProcessor.from_pretrained(args.model)
-    f32 = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
-    bf16 = Mask2FormerForUniversalSegmentation.from_pretrained(
-        args.model, torch_dtype=torch.bfloat16
-    )
-    stuff = set(getattr(f32.config, "stuff_label_ids", []))
+    f32 = build_pipeline(args.model)
+    bf16 = build_pipeline(args.model, dtype="bfloat16")
     data = ShapesDataset(args.num, seed=args.seed)
     images = [data[i]["image"] for i in range(len(data))]
-    a = panoptic_labels(f32, processor, images, stuff)
-    b = panoptic_labels(bf16, processor, images, stuff)
+    a = panoptic_labels(f32, images)
+    b = panoptic_labels(bf16, images)
     total = sum(x[0].size for x in a)
     label_changed = sum(int((x[0] != y[0]).sum()) for x, y in zip(a, b))
     seg_changed = sum(changed_segment_pixels(x[1], y[1]) for x, y in zip(a, b))
     pq = {}
-    for name, model in (("float32", f32), ("bfloat16", bf16)):
-        res = evaluate_model(model, processor, data, tasks=["panoptic"], batch_size=4)
+    for name, pipeline in (("float32", f32), ("bfloat16", bf16)):
+        res = evaluate_pipeline(pipeline, data, tasks=["panoptic"], batch_size=4)
         pq[name] = res["panoptic"]["PQ"]
     print(f"images: {args.num} shapes (seed {args.seed}), {total} pixels")
     print(f"panoptic class label changed: {label_changed} px ({100 * label_changed / total:.3f}%)")

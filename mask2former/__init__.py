@@ -21,8 +21,8 @@ _EXPORTS = {
     "CheckpointError": "mask2former.checkpoint",
     "Mask2FormerImageProcessor": "mask2former.processing.image_processor",
     "Predictor": "mask2former.predictor",
-    "SegmentationResult": "mask2former.predictor",
-    "segment": "mask2former.predictor",
+    "SegmentationResult": "mask2former.inference.results",
+    "segment": "mask2former.inference.segment_files",
     "draw_overlay": "mask2former.visualize",
 }
 

@@ -369,11 +369,25 @@ def test_pycocotools_is_imported_lazily():
 
 
 def test_fused_segments_are_counted_once():
-    from mask2former.evaluation.runner import unique_segments
+    """Two queries of a fused class share one segment id: the reference's form lists both, the
+    pipeline's (merge_fused) lists the segment once with the better score."""
+    from types import SimpleNamespace
 
-    info = [
-        {"id": 1, "label_id": 5, "was_fused": True, "score": 0.9},
-        {"id": 2, "label_id": 0, "was_fused": False, "score": 0.8},
-        {"id": 1, "label_id": 5, "was_fused": True, "score": 0.85},
-    ]
-    assert [s["id"] for s in unique_segments(info)] == [1, 2]
+    import torch
+
+    from mask2former.processing.postprocess import post_process_panoptic_segmentation
+
+    cls = torch.full((1, 3, 7), -10.0)
+    cls[0, 0, 5], cls[0, 1, 0], cls[0, 2, 5] = 10.0, 9.0, 8.0  # class 5 twice, class 0 once
+    masks = torch.full((1, 3, 8, 8), -10.0)
+    masks[0, 0, :, :3] = masks[0, 1, :, 3:5] = masks[0, 2, :, 5:] = 10.0
+    outputs = SimpleNamespace(class_queries_logits=cls, masks_queries_logits=masks)
+    kwargs = dict(threshold=0.5, label_ids_to_fuse={5})
+    (ref,) = post_process_panoptic_segmentation(outputs, **kwargs)
+    (one,) = post_process_panoptic_segmentation(outputs, merge_fused=True, **kwargs)
+    assert [s["id"] for s in ref["segments_info"]] == [1, 2, 1]
+    assert [(s["id"], s["label_id"]) for s in one["segments_info"]] == [(1, 5), (2, 0)]
+    assert one["segments_info"][0]["score"] == max(
+        s["score"] for s in ref["segments_info"] if s["id"] == 1
+    )
+    assert torch.equal(ref["segmentation"], one["segmentation"])

@@ -212,7 +212,7 @@ def test_2_segment_replaces_a_planted_symlink_instead_of_writing_through_it(
 
 
 def test_15_a_bad_out_is_one_error_before_the_model_runs(tmp_path, capsys, monkeypatch):
-    from mask2former import predictor
+    from mask2former.inference import pipeline
 
     for i in range(3):
         write_image(tmp_path / "in" / f"{i}.png", i)
@@ -221,7 +221,7 @@ def test_15_a_bad_out_is_one_error_before_the_model_runs(tmp_path, capsys, monke
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not be loaded")
 
-    monkeypatch.setattr(predictor.Predictor, "from_pretrained", no_model)
+    monkeypatch.setattr(pipeline, "load_torch_runner", no_model)
     for bad, why in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "x", "cannot write")):
         argv = ["segment", str(tmp_path / "in"), "--out", str(bad)]
         code, _, err = run(capsys, *argv)

@@ -1,6 +1,6 @@
 """``mask2former segment``: segment images and write overlays, id maps and JSON.
 
-Only argument parsing lives here; the work is :func:`mask2former.predictor.segment`.
+Only argument parsing lives here; the work is :func:`mask2former.segment`.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predictor import segment
+    from ..inference.segment_files import segment
 
     report = segment(
         args.inputs,

@@ -1,23 +1,24 @@
-"""Run a model over a dataset and compute PQ, mask AP and mIoU (and optionally save the
-predictions in COCO panoptic / COCO results / PNG form)."""
+"""Run a model over a dataset through the inference pipeline and compute PQ, mask AP and mIoU
+(and optionally save the predictions in COCO panoptic / COCO results / PNG form)."""
 
 from __future__ import annotations
 
-import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..data.sample import label_categories, sample_to_panoptic, sample_to_semantic
-from ..files import confined_path, save_image
+from ..inference.options import TASKS, TaskOptions
+from ..inference.pipeline import Pipeline
+from ..inference.results import SegmentationResult
+from ..inference.runner import TorchRunner
 from .coco_ap import CocoMaskAPEvaluator
 from .miou import SemanticSegmentationEvaluator
 from .pq import PanopticQualityEvaluator
+from .predictions import PredictionWriter
 
-__all__ = ["evaluate_model", "dataset_categories", "TASKS"]
-
-TASKS = ("panoptic", "instance", "semantic")
+__all__ = ["evaluate_model", "evaluate_pipeline", "dataset_categories", "TASKS"]
 
 
 def dataset_categories(dataset: Any, id2label: Dict[int, str]) -> List[Dict[str, Any]]:
@@ -32,13 +33,54 @@ def dataset_categories(dataset: Any, id2label: Dict[int, str]) -> List[Dict[str,
     ]
 
 
-def unique_segments(segments_info: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """One entry per segment id: post-processing lists every query of a fused (stuff) class,
-    all with the id they share, as the reference does; the COCO formats want each id once."""
-    seen: Dict[int, Dict[str, Any]] = {}
-    for s in segments_info:
-        seen.setdefault(int(s["id"]), s)
-    return list(seen.values())
+class _Metrics:
+    """The evaluators of the requested tasks, fed one sample and its results at a time."""
+
+    def __init__(self, tasks: Sequence[str], cats: List[Dict[str, Any]], ignore: int) -> None:
+        self.things = {c["id"] for c in cats if c["isthing"]}
+        self.ignore = ignore
+        self.pq = PanopticQualityEvaluator(cats) if "panoptic" in tasks else None
+        things = [c for c in cats if c["isthing"]]
+        self.ap = CocoMaskAPEvaluator(things) if "instance" in tasks else None
+        names = [c["name"] for c in cats]
+        self.miou = (
+            SemanticSegmentationEvaluator(len(cats), ignore, names) if "semantic" in tasks else None
+        )
+
+    def update(self, sample: Dict[str, Any], results: Dict[str, SegmentationResult]) -> None:
+        if self.pq is not None:
+            gt_ids, gt_segments = sample_to_panoptic(sample)
+            pred = results["panoptic"]
+            segments = [{"id": s["id"], "category_id": s["label_id"]} for s in pred.segments]
+            self.pq.update(gt_ids, gt_segments, pred.segmentation, segments)
+        if self.ap is not None:
+            self._update_ap(sample, results["instance"])
+        if self.miou is not None:
+            self.miou.update(results["semantic"].segmentation - 1, _gt_semantic(sample, self.ignore))
+
+    def _update_ap(self, sample: Dict[str, Any], pred: SegmentationResult) -> None:
+        keep = [i for i, s in enumerate(pred.segments) if s["label_id"] in self.things]
+        gt_keep = [i for i, label in enumerate(sample["labels"]) if int(label) in self.things]
+        crowd = np.asarray(sample.get("iscrowd", np.zeros(len(sample["labels"]))), bool)
+        self.ap.update(
+            np.asarray(sample["masks"], dtype=bool)[gt_keep],
+            [int(sample["labels"][i]) for i in gt_keep],
+            pred.masks[keep],
+            [pred.segments[i]["label_id"] for i in keep],
+            [pred.segments[i]["score"] for i in keep],
+            gt_iscrowd=crowd[gt_keep],
+            image_size=pred.image_size,
+        )
+
+    def compute(self) -> Dict[str, Dict[str, Any]]:
+        results: Dict[str, Dict[str, Any]] = {}
+        if self.pq is not None:
+            results["panoptic"] = self.pq.compute()
+        if self.ap is not None:
+            results["instance"] = self.ap.compute()
+        if self.miou is not None:
+            results["semantic"] = self.miou.compute()
+        return results
 
 
 def _gt_semantic(sample: Dict[str, Any], ignore_index: int) -> np.ndarray:
@@ -47,20 +89,80 @@ def _gt_semantic(sample: Dict[str, Any], ignore_index: int) -> np.ndarray:
     return sample_to_semantic(sample, ignore_index)
 
 
-def _batches(dataset: Any, batch_size: int, limit: int):
-    """Consecutive samples grouped while they share one image size (the network does not mask
-    padding, so mixing sizes would change results)."""
-    group: List[Any] = []
-    for index in range(limit):
-        sample = dataset[index]
-        if group and (
-            len(group) == batch_size or group[0][1]["image"].shape != sample["image"].shape
-        ):
-            yield group
-            group = []
-        group.append((index, sample))
-    if group:
-        yield group
+def _windows(dataset: Any, size: int, limit: int) -> Iterator[List[Tuple[int, Dict[str, Any]]]]:
+    """Consecutive (index, sample) pairs, ``size`` at a time (the pipeline batches each window
+    by input size)."""
+    for start in range(0, limit, size):
+        yield [(i, dataset[i]) for i in range(start, min(start + size, limit))]
+
+
+def _requests(
+    tasks: Sequence[str], stuff: set, threshold: float, overlap: float, detections: int
+) -> Dict[str, TaskOptions]:
+    """The original's test settings per task (see :func:`evaluate_model`)."""
+    requests = {
+        "panoptic": TaskOptions(
+            "panoptic",
+            threshold=threshold,
+            overlap_mask_area_threshold=overlap,
+            label_ids_to_fuse=frozenset(stuff),
+        ),
+        # The top (query, class) pairs with their own masks, no score threshold and no overlap
+        # suppression: COCO AP ranks them.
+        "instance": TaskOptions(
+            "instance", threshold=0.0, overlap_mask_area_threshold=-1.0, top_k=detections
+        ),
+        "semantic": TaskOptions("semantic"),
+    }
+    return {t: requests[t] for t in TASKS if t in tasks}
+
+
+def evaluate_pipeline(
+    pipeline: Pipeline,
+    dataset: Any,
+    tasks: Sequence[str] = TASKS,
+    categories: Optional[List[Dict[str, Any]]] = None,
+    batch_size: int = 1,
+    threshold: float = 0.8,
+    overlap_threshold: float = 0.8,
+    detections: int = 100,
+    max_images: Optional[int] = None,
+    save_predictions: Optional[str] = None,
+    progress: bool = False,
+) -> Dict[str, Dict[str, Any]]:
+    """Evaluate a :class:`~mask2former.inference.pipeline.Pipeline` on ``dataset``; see
+    :func:`evaluate_model`."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+    cats = categories or dataset_categories(dataset, pipeline.info.id2label)
+    stuff = {c["id"] for c in cats if not c["isthing"]}
+    requests = _requests(tasks, stuff, threshold, overlap_threshold, detections)
+    metrics = _Metrics(tasks, cats, pipeline.info.ignore_value)
+    saver = PredictionWriter(save_predictions, cats) if save_predictions else None
+    limit = len(dataset) if max_images is None else min(max_images, len(dataset))
+    if saver is not None:
+        saver.check_names(dataset, limit)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        # Only on a terminal (disable=None), so logs and error messages stay clean lines.
+        bar = tqdm(total=limit, desc="evaluate", unit="img", disable=None)
+    for window in _windows(dataset, max(8, 4 * batch_size), limit):
+        outputs = pipeline.run([s["image"] for _, s in window], list(requests.values()), batch_size)
+        for (index, sample), per_task in zip(window, outputs):
+            results = dict(zip(requests, per_task))
+            metrics.update(sample, results)
+            if saver is not None:
+                saver.add(index, sample, results, metrics.things)
+        if bar is not None:
+            bar.update(len(window))
+    if bar is not None:
+        bar.close()
+    if saver is not None:
+        saver.close()
+    return metrics.compute()
 
 
 @torch.no_grad()
@@ -89,210 +191,17 @@ def evaluate_model(
     reference keeps only as many pairs as queries); semantic inference
     takes the per-pixel argmax. Returns ``{task: metrics}``.
     """
-    unknown = set(tasks) - set(TASKS)
-    if unknown:
-        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
-    config = model.config
-    cats = categories or dataset_categories(dataset, config.id2label)
-    things = {c["id"] for c in cats if c["isthing"]}
-    stuff = {c["id"] for c in cats if not c["isthing"]}
-    ignore = int(getattr(config, "ignore_value", 255))
-    pq = PanopticQualityEvaluator(cats) if "panoptic" in tasks else None
-    ap = CocoMaskAPEvaluator([c for c in cats if c["isthing"]]) if "instance" in tasks else None
-    miou = (
-        SemanticSegmentationEvaluator(len(cats), ignore, [c["name"] for c in cats])
-        if "semantic" in tasks
-        else None
+    pipeline = Pipeline(TorchRunner(model.to(device)), processor)
+    return evaluate_pipeline(
+        pipeline,
+        dataset,
+        tasks=tasks,
+        categories=categories,
+        batch_size=batch_size,
+        threshold=threshold,
+        overlap_threshold=overlap_threshold,
+        detections=detections,
+        max_images=max_images,
+        save_predictions=save_predictions,
+        progress=progress,
     )
-    saver = _PredictionWriter(save_predictions, cats) if save_predictions else None
-    model.eval().to(device)
-    dtype = next(model.parameters()).dtype
-    limit = len(dataset) if max_images is None else min(max_images, len(dataset))
-    if saver is not None:
-        saver.check_names(dataset, limit)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        # Only on a terminal (disable=None), so logs and error messages stay clean lines.
-        bar = tqdm(total=limit, desc="evaluate", unit="img", disable=None)
-    for group in _batches(dataset, batch_size, limit):
-        images = [s["image"] for _, s in group]
-        inputs = processor(images, return_tensors="pt")
-        outputs = model(
-            inputs["pixel_values"].to(device, dtype), pixel_mask=inputs["pixel_mask"].to(device)
-        )
-        outputs.class_queries_logits = outputs.class_queries_logits.float()
-        outputs.masks_queries_logits = outputs.masks_queries_logits.float()
-        sizes = [tuple(im.shape[:2]) for im in images]
-        pan = sem = ins = None
-        if pq is not None:
-            pan = processor.post_process_panoptic_segmentation(
-                outputs,
-                threshold=threshold,
-                overlap_mask_area_threshold=overlap_threshold,
-                label_ids_to_fuse=stuff,
-                target_sizes=sizes,
-            )
-        if ap is not None:
-            # As the original's instance inference: the top (query, class) pairs with their own
-            # masks, no score threshold and no overlap suppression; COCO AP ranks them.
-            ins = processor.post_process_instance_segmentation(
-                outputs,
-                threshold=0.0,
-                overlap_mask_area_threshold=-1.0,
-                target_sizes=sizes,
-                return_binary_maps=True,
-                top_k=detections,
-            )
-        if miou is not None:
-            sem = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
-        for k, (index, sample) in enumerate(group):
-            if pan is not None:
-                gt_ids, gt_segments = sample_to_panoptic(sample)
-                pred = pan[k]
-                segments = [
-                    {"id": s["id"], "category_id": s["label_id"]}
-                    for s in unique_segments(pred["segments_info"])
-                ]
-                pq.update(gt_ids, gt_segments, pred["segmentation"].cpu().numpy(), segments)
-            if ins is not None:
-                pred = ins[k]
-                keep = [i for i, s in enumerate(pred["segments_info"]) if s["label_id"] in things]
-                maps = pred["segmentation"].cpu().numpy().astype(bool)
-                maps = maps[keep] if len(keep) else np.zeros((0,) + sizes[k], dtype=bool)
-                gt_keep = [i for i, label in enumerate(sample["labels"]) if int(label) in things]
-                crowd = np.asarray(sample.get("iscrowd", np.zeros(len(sample["labels"]))), bool)
-                ap.update(
-                    np.asarray(sample["masks"], dtype=bool)[gt_keep],
-                    [int(sample["labels"][i]) for i in gt_keep],
-                    maps,
-                    [pred["segments_info"][i]["label_id"] for i in keep],
-                    [pred["segments_info"][i]["score"] for i in keep],
-                    gt_iscrowd=crowd[gt_keep],
-                    image_size=sizes[k],
-                )
-            if sem is not None:
-                miou.update(sem[k].cpu().numpy(), _gt_semantic(sample, ignore))
-            if saver is not None:
-                saver.add(
-                    index,
-                    sample,
-                    pan[k] if pan is not None else None,
-                    ins[k] if ins is not None else None,
-                    sem[k] if sem is not None else None,
-                    things,
-                )
-        if bar is not None:
-            bar.update(len(group))
-    if bar is not None:
-        bar.close()
-    results: Dict[str, Dict[str, Any]] = {}
-    if pq is not None:
-        results["panoptic"] = pq.compute()
-    if ap is not None:
-        results["instance"] = ap.compute()
-    if miou is not None:
-        results["semantic"] = miou.compute()
-    if saver is not None:
-        saver.close()
-    return results
-
-
-class _PredictionWriter:
-    """Writes predictions as COCO panoptic (PNG + JSON), COCO results JSON and semantic PNGs.
-
-    File names come from the dataset's ``file_name`` entries, sub-folders kept; a name that
-    would land outside ``directory`` (absolute, ``..``, a symlinked folder) is refused.
-    """
-
-    def __init__(self, directory: str, categories: List[Dict[str, Any]]):
-        self.dir = directory
-        self.cats = categories
-        self.panoptic: List[Dict[str, Any]] = []
-        self.results: List[Dict[str, Any]] = []
-        os.makedirs(directory, exist_ok=True)
-
-    def _category(self, label: int) -> int:
-        return int(self.cats[label]["category_id"])
-
-    @staticmethod
-    def output_name(file_name: str) -> str:
-        """The PNG name of a sample's predictions: its ``file_name`` with a .png extension."""
-        return os.path.splitext(file_name)[0] + ".png"
-
-    def check_names(self, dataset: Any, limit: int) -> None:
-        """Refuse, before any work, a ``file_name`` that would be written outside the folder
-        (datasets that list their names without reading files; others are checked per image)."""
-        names = getattr(dataset, "file_name", None)
-        if names is None:
-            return
-        for index in range(limit):
-            self._path("panoptic", self.output_name(names(index)))
-
-    def _path(self, kind: str, name: str) -> str:
-        return confined_path(os.path.join(self.dir, kind), name, what="dataset file_name")
-
-    def _png(self, kind: str, name: str, array: np.ndarray) -> None:
-        path = self._path(kind, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_image(path, array)
-
-    def add(self, index, sample, pan, ins, sem, things) -> None:
-        from ..data.io import id_to_rgb
-        from ..processing.rle import encode_masks
-
-        name = self.output_name(str(sample.get("file_name", f"{index:06d}.png")))
-        if pan is not None:
-            ids = pan["segmentation"].cpu().numpy()
-            self._png("panoptic", name, id_to_rgb(ids))
-            self.panoptic.append(
-                {
-                    "image_id": index,
-                    "file_name": name,
-                    "segments_info": [
-                        {
-                            "id": int(s["id"]),
-                            "category_id": self._category(s["label_id"]),
-                            "iscrowd": 0,
-                            "area": int((ids == s["id"]).sum()),
-                        }
-                        for s in unique_segments(pan["segments_info"])
-                    ],
-                }
-            )
-        if ins is not None:
-            keep = [i for i, s in enumerate(ins["segments_info"]) if s["label_id"] in things]
-            maps = ins["segmentation"].cpu().numpy().astype(bool)
-            rles = encode_masks(maps[keep]) if keep else []
-            for i, rle in zip(keep, rles):
-                seg = ins["segments_info"][i]
-                counts = rle["counts"]
-                rle = {**rle, "counts": counts.decode() if isinstance(counts, bytes) else counts}
-                self.results.append(
-                    {
-                        "image_id": index,
-                        "category_id": self._category(seg["label_id"]),
-                        "segmentation": rle,
-                        "score": float(seg["score"]),
-                    }
-                )
-        if sem is not None:
-            arr = sem.cpu().numpy()
-            self._png(
-                "semantic", name, arr.astype(np.uint8 if arr.max(initial=0) < 255 else np.uint16)
-            )
-
-    def close(self) -> None:
-        from ..evaluation.report import write_json
-
-        categories = [
-            {"id": c["category_id"], "name": c["name"], "isthing": c["isthing"]} for c in self.cats
-        ]
-        if self.panoptic:
-            write_json(
-                os.path.join(self.dir, "panoptic.json"),
-                {"annotations": self.panoptic, "categories": categories},
-            )
-        if self.results:
-            write_json(os.path.join(self.dir, "instances_results.json"), self.results)

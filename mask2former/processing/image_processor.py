@@ -4,7 +4,6 @@ model's outputs, and ``preprocessor_config.json`` in the published layout."""
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import warnings
 from functools import partial
@@ -15,16 +14,13 @@ import numpy as np
 from .._config_base import (
     INT32,
     MAX_LABELS,
-    MAX_SIDE,
     ConfigError,
     check_bool,
     check_float,
     check_int,
-    check_list,
     optional,
     prefixed,
     read_json_object,
-    show,
 )
 from ..files import write_text
 from ..hub import resolve_file
@@ -32,16 +28,13 @@ from . import postprocess
 from .batch import BatchFeature
 from .encoding import as_list, encode_batch
 from .labels import segmentation_map_to_binary_masks
+from .preprocess import PreprocessSettings, prepare_image, prepare_map, split_maps
+from .processor_checks import channel_stats, check_resample, pop_max_size, read_size
 from .transforms import (
     _channels_last,
     _is_torch_tensor,
-    get_output_size,
     normalize_size,
-    rescale_and_normalize,
-    resize_image,
-    resize_label_map,
     to_label_array,
-    to_rgb_array,
 )
 
 __all__ = ["Mask2FormerImageProcessor"]
@@ -50,7 +43,6 @@ CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 BILINEAR = 2  # PIL.Image.Resampling.BILINEAR
-_DEFAULT_MAX_SIZE = 1333
 # Keys of published files that only say which class wrote them.
 _TYPE_KEYS = (
     "image_processor_type",
@@ -58,92 +50,7 @@ _TYPE_KEYS = (
     "processor_class",
     "_processor_class",
 )
-RESAMPLE_FILTERS = {0: "NEAREST", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC", 4: "BOX", 5: "HAMMING"}
 MAX_SIZE_DIVISOR = 1024  # published: 32
-# Per-channel statistics are in pixel units after rescaling: 0..1, or up to 65535 for 16-bit
-# images that are not rescaled. Beyond that a value is a mistake (and 1e308 overflows float32).
-MAX_PIXEL_STAT = 65536.0
-SIZE_KEYS = ({"shortest_edge", "longest_edge"}, {"height", "width"}, {"shortest_edge"})
-
-
-# ---------------------------------------------------------------------- field checks
-def _side(name: str, value: Any) -> int:
-    return check_int(name, value, 1, MAX_SIDE)
-
-
-def _check_size(value: Any) -> None:
-    """``size``: an int shortest edge, a (height, width) pair, or a dict with the keys of one
-    of SIZE_KEYS, every side an integer in 1..MAX_SIDE."""
-    if isinstance(value, (list, tuple)):
-        check_list("size", value, _side, min_len=2, max_len=2)
-    elif isinstance(value, dict):
-        if set(value) not in SIZE_KEYS:
-            raise ConfigError(
-                f"size: expected the keys {{'shortest_edge', 'longest_edge'}}, {{'height', "
-                f"'width'}} or {{'shortest_edge'}}, got {show(sorted(map(str, value)))}"
-            )
-        for key, side in value.items():
-            _side(f"size.{key}", side)
-    elif isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(
-            f"size: expected an int, a (height, width) pair or an object, got {show(value)}"
-        )
-    else:
-        _side("size", value)
-
-
-def _check_edges(size: Dict[str, int]) -> None:
-    """The resize rule needs a longest edge above the shortest one."""
-    short, long = size.get("shortest_edge"), size.get("longest_edge")
-    if short is not None and long is not None and long <= short:
-        raise ConfigError(
-            f"size: longest_edge ({long}, max_size when size is an int) must be larger than "
-            f"shortest_edge ({short})"
-        )
-
-
-def _check_resample(name: str, value: Any) -> int:
-    value = check_int(name, value)
-    if value not in RESAMPLE_FILTERS:
-        raise ConfigError(
-            f"{name}: expected a PIL resampling filter "
-            f"({', '.join(f'{k} {v}' for k, v in RESAMPLE_FILTERS.items())}), got {value}"
-        )
-    return value
-
-
-def _channel_stats(name: str, value: Any, positive: bool) -> List[float]:
-    """``image_mean``/``image_std``: one number for all three channels, or a list of three."""
-    low = 0.0 if positive else -MAX_PIXEL_STAT
-
-    def number(entry_name: str, entry: Any) -> float:
-        return check_float(entry_name, entry, low, MAX_PIXEL_STAT, low_open=positive)
-
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return check_list(name, value, number, min_len=3, max_len=3)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name}: expected a number or a list of 3 numbers, got {show(value)}")
-    return [number(name, value)] * 3
-
-
-def _pop_max_size(kwargs: Dict[str, Any]) -> int:
-    """The longest edge for an int ``size``: ``max_size`` (deprecated) or ``_max_size`` (the
-    name transformers writes), removed from ``kwargs``; 1333 when neither is set."""
-    max_size = optional(_side)("max_size", kwargs.pop("max_size", None))
-    private_max = optional(_side)("_max_size", kwargs.pop("_max_size", None))
-    return max_size or private_max or _DEFAULT_MAX_SIZE
-
-
-def _read_size(size: Any, max_size: int) -> Dict[str, int]:
-    """``size`` checked and in its dict form (None: shortest edge 800, longest ``max_size``)."""
-    if size is None:
-        size = {"shortest_edge": 800, "longest_edge": max_size}
-    _check_size(size)
-    out = normalize_size(size, max_size)
-    _check_edges(out)
-    return out
 
 
 class Mask2FormerImageProcessor:
@@ -189,16 +96,16 @@ class Mask2FormerImageProcessor:
         divisor_key = "size_divisor"
         if "size_divisibility" in kwargs:
             size_divisor, divisor_key = kwargs.pop("size_divisibility"), "size_divisibility"
-        self._max_size = _pop_max_size(kwargs)
+        self._max_size = pop_max_size(kwargs)
         for key in _TYPE_KEYS:
             kwargs.pop(key, None)
         self.do_resize = check_bool("do_resize", do_resize)
-        self.size = _read_size(size, self._max_size)
+        self.size = read_size(size, self._max_size)
         # None (an explicit "no rounding") is kept working: it was accepted before.
         self.size_divisor = check_int(
             divisor_key, 0 if size_divisor is None else size_divisor, 0, MAX_SIZE_DIVISOR
         )
-        self.resample = _check_resample("resample", resample)
+        self.resample = check_resample("resample", resample)
         self.do_rescale = check_bool("do_rescale", do_rescale)
         self.rescale_factor = check_float(
             "rescale_factor", rescale_factor, 0.0, 1000.0, low_open=True
@@ -206,8 +113,8 @@ class Mask2FormerImageProcessor:
         self.do_normalize = check_bool("do_normalize", do_normalize)
         mean = IMAGENET_MEAN if image_mean is None else image_mean
         std = IMAGENET_STD if image_std is None else image_std
-        self.image_mean = _channel_stats("image_mean", mean, positive=False)
-        self.image_std = _channel_stats("image_std", std, positive=True)
+        self.image_mean = channel_stats("image_mean", mean, positive=False)
+        self.image_std = channel_stats("image_std", std, positive=True)
         self.ignore_index = optional(partial(check_int, low=INT32[0], high=INT32[1]))(
             "ignore_index", ignore_index
         )
@@ -325,68 +232,31 @@ class Mask2FormerImageProcessor:
         kwargs.pop("pad_and_return_pixel_mask", None)  # deprecated no-op of the reference
         if kwargs:
             raise TypeError(f"preprocess() got unexpected arguments: {sorted(kwargs)}")
-        do_resize = self.do_resize if do_resize is None else do_resize
-        size = self.size if size is None else normalize_size(size, self._max_size)
-        size_divisor = self.size_divisor if size_divisor is None else size_divisor
-        resample = self.resample if resample is None else int(resample)
-        do_rescale = self.do_rescale if do_rescale is None else do_rescale
-        rescale_factor = self.rescale_factor if rescale_factor is None else rescale_factor
-        do_normalize = self.do_normalize if do_normalize is None else do_normalize
-        image_mean = self.image_mean if image_mean is None else image_mean
-        image_std = self.image_std if image_std is None else image_std
-
+        settings = PreprocessSettings(
+            do_resize=self.do_resize if do_resize is None else do_resize,
+            size=self.size if size is None else normalize_size(size, self._max_size),
+            size_divisor=self.size_divisor if size_divisor is None else size_divisor,
+            resample=self.resample if resample is None else int(resample),
+            do_rescale=self.do_rescale if do_rescale is None else do_rescale,
+            rescale_factor=self.rescale_factor if rescale_factor is None else rescale_factor,
+            do_normalize=self.do_normalize if do_normalize is None else do_normalize,
+            image_mean=self.image_mean if image_mean is None else image_mean,
+            image_std=self.image_std if image_std is None else image_std,
+        )
         image_list, batched = as_list(images, "images")
-        map_list: Optional[List[Any]] = None
-        if segmentation_maps is not None:
-            if batched:
-                if isinstance(segmentation_maps, (list, tuple)):
-                    map_list = list(segmentation_maps)
-                elif getattr(segmentation_maps, "ndim", 0) == 3:
-                    map_list = [segmentation_maps[i] for i in range(len(segmentation_maps))]
-                else:
-                    map_list = [segmentation_maps]
-            else:
-                map_list = [segmentation_maps]
-            if len(map_list) != len(image_list):
-                raise ValueError(
-                    f"got {len(image_list)} images but {len(map_list)} segmentation maps"
-                )
-
-        processed, labels = [], []
-        scaled_warned = False
+        map_list = split_maps(segmentation_maps, batched, len(image_list))
+        processed, labels, warned = [], [], False
         for i, image in enumerate(image_list):
-            arr = to_rgb_array(image, input_data_format, what=f"images[{i}]")
-            if (
-                do_rescale
-                and not scaled_warned
-                and arr.dtype != np.uint8
-                and arr.size
-                and arr.max() <= 1.0
-            ):
+            pixels, orig, out_size, rescaled = prepare_image(image, i, settings, input_data_format)
+            if rescaled and not warned:
                 warnings.warn(
                     "images look already rescaled to 0..1; set do_rescale=False if so",
                     stacklevel=2,
                 )
-                scaled_warned = True
-            orig = out_size = arr.shape[:2]
-            if do_resize:
-                out_size = get_output_size(arr.shape[0], arr.shape[1], size, size_divisor)
-                arr = resize_image(arr, out_size, resample)
-            processed.append(
-                rescale_and_normalize(
-                    arr, do_rescale, rescale_factor, do_normalize, image_mean, image_std
-                )
-            )
+                warned = True
+            processed.append(pixels)
             if map_list is not None:
-                seg = to_label_array(map_list[i], what=f"segmentation_maps[{i}]")
-                if seg.shape != orig:
-                    raise ValueError(
-                        f"segmentation_maps[{i}] has size {seg.shape[0]}x{seg.shape[1]} but "
-                        f"images[{i}] has size {orig[0]}x{orig[1]}"
-                    )
-                if do_resize:
-                    seg = resize_label_map(seg, out_size)
-                labels.append(seg)
+                labels.append(prepare_map(map_list[i], i, orig, out_size, settings.do_resize))
         return encode_batch(
             processed,
             labels if map_list is not None else None,
@@ -423,15 +293,10 @@ class Mask2FormerImageProcessor:
             map_items, _ = as_list(segmentation_maps, "segmentation_maps")
             if len(map_items) != len(arrays):
                 raise ValueError(f"got {len(arrays)} images but {len(map_items)} segmentation maps")
-            maps = []
-            for i, m in enumerate(map_items):
-                seg = to_label_array(m, what=f"segmentation_maps[{i}]")
-                if seg.shape != arrays[i].shape[:2]:
-                    raise ValueError(
-                        f"segmentation_maps[{i}] has size {seg.shape[0]}x{seg.shape[1]} but "
-                        f"pixel_values_list[{i}] has size {arrays[i].shape[0]}x{arrays[i].shape[1]}"
-                    )
-                maps.append(seg)
+            maps = [
+                prepare_map(m, i, arr.shape[:2], arr.shape[:2], False, "pixel_values_list")
+                for i, (m, arr) in enumerate(zip(map_items, arrays))
+            ]
         return encode_batch(
             arrays,
             maps,
@@ -503,6 +368,7 @@ class Mask2FormerImageProcessor:
         label_ids_to_fuse: Optional[Set[int]] = None,
         target_sizes: Optional[Sequence[Tuple[int, int]]] = None,
         image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        merge_fused: bool = False,
     ) -> List[Dict[str, Any]]:
         """See :func:`mask2former.processing.postprocess.post_process_panoptic_segmentation`."""
         return postprocess.post_process_panoptic_segmentation(
@@ -513,4 +379,5 @@ class Mask2FormerImageProcessor:
             label_ids_to_fuse=label_ids_to_fuse,
             target_sizes=target_sizes,
             image_sizes=image_sizes,
+            merge_fused=merge_fused,
         )

@@ -119,6 +119,7 @@ def post_process_panoptic_segmentation(
     label_ids_to_fuse: Optional[Set[int]] = None,
     target_sizes: Optional[Sequence[Tuple[int, int]]] = None,
     image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+    merge_fused: bool = False,
 ) -> List[Dict[str, Any]]:
     """One dict per image: ``segmentation`` (H, W) int32 segment ids (0 = no segment, ids from 1)
     and ``segments_info``: [{"id", "label_id", "was_fused", "score"}].
@@ -128,7 +129,8 @@ def post_process_panoptic_segmentation(
     input size, then resized bilinearly to the target). A query's segment is kept when the pixels
     it wins are more than ``overlap_mask_area_threshold`` of its own mask (pixels whose probability
     x mask probability >= ``mask_threshold``). Classes in ``label_ids_to_fuse`` get one id per image
-    (each fused query still gets its own segments_info entry, as in the reference). As in the
+    (each fused query still gets its own segments_info entry, as in the reference; with
+    ``merge_fused`` a segment is listed once, with its best query's score). As in the
     reference, except that an image without any segment gets an all-0 map (the reference: -1),
     and that ids never collide (after reusing a fused class's id the reference restarts its
     counter from that id, so a later segment can get the id of an earlier one).
@@ -141,8 +143,20 @@ def post_process_panoptic_segmentation(
     for i in range(class_logits.shape[0]):
         keep = (labels[i] != num_labels) & (scores[i] > threshold)
         args = (scores[i][keep], labels[i][keep], mask_logits[i][keep], crops[i], targets[i])
-        results.append(_panoptic_one(*args, mask_threshold, overlap_mask_area_threshold, fuse))
+        result = _panoptic_one(*args, mask_threshold, overlap_mask_area_threshold, fuse)
+        if merge_fused:
+            result["segments_info"] = _merge_fused(result["segments_info"])
+        results.append(result)
     return results
+
+
+def _merge_fused(segments: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per segment id, with the best score among the queries fused into it."""
+    best: Dict[int, Dict[str, Any]] = {}
+    for s in segments:
+        if s["id"] not in best or s["score"] > best[s["id"]]["score"]:
+            best[s["id"]] = s
+    return [best[i] for i in sorted(best)]
 
 
 def _panoptic_one(

@@ -1,0 +1,152 @@
+"""``evaluate`` as a library call: a model name and a dataset in, metrics (and files) out."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..inference.options import TASKS
+from ..inference.pipeline import build_pipeline
+from .coco_ap import CocoMaskAPEvaluator
+from .miou import SemanticSegmentationEvaluator
+from .pq import PanopticQualityEvaluator
+from .report import write_json
+from .runner import evaluate_pipeline
+
+__all__ = ["EvaluationReport", "evaluate", "check_outputs", "default_tasks"]
+
+_TABLES = {
+    "panoptic": PanopticQualityEvaluator.format_table,
+    "instance": CocoMaskAPEvaluator.format_table,
+    "semantic": SemanticSegmentationEvaluator.format_table,
+}
+
+
+@dataclass
+class EvaluationReport:
+    """What an evaluation found, with the settings that produced it."""
+
+    model: str
+    data: str
+    seed: Optional[int]
+    dtype: str
+    threshold: float
+    detections: int
+    results: Dict[str, Dict[str, Any]]
+    seconds: float = 0.0
+
+    def summary(self) -> Dict[str, Any]:
+        """The JSON document of ``--json``."""
+        return {
+            "model": self.model,
+            "data": self.data,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "panoptic_threshold": self.threshold,
+            "instance_detections": self.detections,
+            "results": self.results,
+        }
+
+    def tables(self, per_class: bool = False) -> str:
+        return "\n\n".join(_TABLES[t](r, per_class=per_class) for t, r in self.results.items())
+
+    def headline(self) -> str:
+        parts = []
+        if "panoptic" in self.results:
+            pq = self.results["panoptic"]["PQ"]
+            parts.append(f"PQ {pq:.1f} (threshold {self.threshold:g})")
+        if "instance" in self.results:
+            parts.append(f"mask AP {self.results['instance']['AP']:.1f}")
+        if "semantic" in self.results:
+            parts.append(f"mIoU {self.results['semantic']['mIoU']:.1f}")
+        return f"{', '.join(parts)} ({self.seconds:.0f}s)"
+
+
+def check_outputs(json_path: Optional[str], folder: Optional[str], overwrite: bool) -> None:
+    """Output problems are found before the model runs, not after the whole evaluation."""
+    if json_path:
+        if os.path.isdir(json_path):
+            raise IsADirectoryError(f"--json {json_path} is a folder; give a file name")
+        if os.path.lexists(json_path) and not overwrite:
+            raise FileExistsError(f"--json {json_path} exists (use --overwrite to replace it)")
+        parent = os.path.dirname(os.path.abspath(json_path))
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise NotADirectoryError(f"--json {json_path}: {parent} is a file")
+    if folder:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise NotADirectoryError(f"--save-predictions {folder} is a file")
+        if os.path.isdir(folder) and os.listdir(folder) and not overwrite:
+            raise FileExistsError(
+                f"--save-predictions {folder} is not empty (use --overwrite to replace its files)"
+            )
+
+
+def default_tasks(data: str) -> List[str]:
+    """The tasks a dataset supports: all with panoptic data, else its one kind."""
+    if data == "shapes" or (Path(data) / "panoptic.json").is_file():
+        return list(TASKS)
+    if (Path(data) / "semantic").is_dir():
+        return ["semantic"]
+    return ["instance"]
+
+
+def evaluate(
+    model: str = "shapes",
+    data: str = "shapes",
+    tasks: Optional[Sequence[str]] = None,
+    json_path: Optional[str] = None,
+    save_predictions: Optional[str] = None,
+    overwrite: bool = False,
+    num: int = 200,
+    seed: int = 12345,
+    max_images: Optional[int] = None,
+    batch_size: int = 4,
+    threshold: Optional[float] = None,
+    detections: int = 100,
+    device: str = "cpu",
+    dtype: str = "float32",
+    progress: bool = True,
+) -> EvaluationReport:
+    """Evaluate a model (built-in name, folder or hub id) on a dataset (folder, or "shapes" for
+    ``num`` generated images from ``seed``); see :func:`~.runner.evaluate_model` for the test
+    settings. ``threshold`` defaults to the model's ``object_mask_threshold``, else 0.8.
+    Writes ``json_path`` and ``save_predictions`` when given (refused up front when they exist,
+    unless ``overwrite``)."""
+    from ..data.loading import check_labels, open_dataset
+
+    check_outputs(json_path, save_predictions, overwrite)
+    start = time.perf_counter()
+    pipeline = build_pipeline(model, device=device, dtype=dtype)
+    info = pipeline.info
+    if threshold is None:
+        threshold = 0.8 if info.object_mask_threshold is None else info.object_mask_threshold
+    tasks = list(tasks or default_tasks(data))
+    dataset = open_dataset(data, task=tasks[0], num=num, seed=seed, num_labels=len(info.id2label))
+    check_labels(info.id2label, dataset)
+    results = evaluate_pipeline(
+        pipeline,
+        dataset,
+        tasks=[t for t in TASKS if t in tasks],
+        batch_size=batch_size,
+        threshold=threshold,
+        detections=detections,
+        max_images=max_images,
+        save_predictions=save_predictions,
+        progress=progress,
+    )
+    report = EvaluationReport(
+        model=str(model),
+        data=str(data),
+        seed=seed if data == "shapes" else None,
+        dtype=dtype,
+        threshold=threshold,
+        detections=detections,
+        results=results,
+    )
+    if json_path:
+        write_json(json_path, report.summary(), overwrite=overwrite)
+    report.seconds = time.perf_counter() - start
+    return report
