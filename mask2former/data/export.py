@@ -25,8 +25,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Set, Tuple, Union
 import numpy as np
 
 from ..coco import category_to_label, encode_mask, id_to_rgb, mask_bbox
-from ..files import confined_path, save_image
-from .io import write_json
+from ..files import confined_path, save_image, write_json
 
 __all__ = ["export_panoptic_dataset", "prepare_dataset_folder", "FORMATS"]
 

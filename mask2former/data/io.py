@@ -1,4 +1,5 @@
-"""Small file helpers shared by the dataset readers and writers: JSON and images.
+"""Small file readers shared by the dataset readers: JSON and images (writing goes through
+:mod:`mask2former.files`).
 
 Every failure is turned into a :class:`DatasetError` naming the file, so a reader never surfaces a
 bare ``FileNotFoundError`` or a PIL traceback without the path.
@@ -17,10 +18,9 @@ from PIL import Image
 # id_to_rgb: temporary re-export (the colour <-> id helpers moved to mask2former.coco) for
 # evaluation/runner.py, which imports it from here until it is switched.
 from ..coco import id_to_rgb, rgb_to_id  # noqa: F401
-from ..files import write_json as _write_json_atomic
 from .errors import DatasetError
 
-__all__ = ["load_json", "read_image", "read_label_png", "write_json"]
+__all__ = ["load_json", "read_image", "read_label_png"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -35,11 +35,6 @@ def load_json(path: PathLike) -> Any:
             return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatasetError(path, f"cannot parse JSON ({e})") from e
-
-
-def write_json(path: PathLike, data: Any, overwrite: bool = True) -> None:
-    """Write JSON through the package's safe writer (exclusive temporary file + rename)."""
-    _write_json_atomic(path, data, overwrite=overwrite)
 
 
 def _open(path: Path) -> Image.Image:

@@ -1,8 +1,8 @@
 """COCO mask AP through pycocotools' ``COCOeval``, on in-memory ground truth and predictions.
 
-pycocotools is imported only when :meth:`CocoMaskAPEvaluator.compute` runs, so the library core
-does not depend on it. Masks are stored as compressed RLE as soon as they arrive (a few hundred
-bytes per mask), so accumulating a whole validation set is cheap.
+pycocotools' evaluator is imported only when :meth:`CocoMaskAPEvaluator.compute` runs, so that
+importing the evaluation package stays light. Masks are stored as compressed RLE as soon as they
+arrive (a few hundred bytes per mask), so accumulating a whole validation set is cheap.
 """
 
 from __future__ import annotations
@@ -16,21 +16,9 @@ import numpy as np
 from ..coco import decode_rle, encode_mask, mask_bbox
 from .report import format_table
 
-__all__ = ["CocoMaskAPEvaluator", "import_pycocotools"]
+__all__ = ["CocoMaskAPEvaluator"]
 
 _METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def import_pycocotools():
-    """Returns ``(COCO, COCOeval)``; a clear ImportError if pycocotools is missing."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "COCO mask AP needs pycocotools, which is not installed: pip install pycocotools"
-        ) from e
-    return COCO, COCOeval
 
 
 def _to_rle(mask: Union[np.ndarray, Dict[str, Any]], hw: Sequence[int]) -> Dict[str, Any]:
@@ -156,7 +144,9 @@ class CocoMaskAPEvaluator:
     def compute(self) -> Dict[str, Any]:
         """Returns ``AP, AP50, AP75, APs, APm, APl`` (percent; None-like NaN when undefined, e.g.
         no ground truth of that size) and ``per_class`` ``{name: AP}``."""
-        COCO, COCOeval = import_pycocotools()
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
         cats = self._categories()
         known = {c["id"] for c in cats}
         images, gts, dts = [], [], []

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..files import write_json as write_json_file
 
-__all__ = ["format_table", "to_jsonable", "write_json", "fmt"]
+__all__ = ["format_table", "to_jsonable", "write_json"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -43,12 +43,12 @@ def write_json(path: Union[str, Path], result: Any, overwrite: bool = True) -> N
     write_json_file(path, to_jsonable(result), indent=2, overwrite=overwrite)
 
 
-def fmt(value: Any, digits: int = 2) -> str:
-    """A cell: floats with ``digits`` decimals, NaN/None as '-', anything else via str."""
+def _cell(value: Any) -> str:
+    """A table cell: floats with 2 decimals, NaN/None as '-', anything else via str."""
     if value is None:
         return "-"
     if isinstance(value, (float, np.floating)):
-        return "-" if not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
+        return "-" if not math.isfinite(float(value)) else f"{float(value):.2f}"
     return str(value)
 
 
@@ -62,7 +62,7 @@ def format_table(
     |-----|-------|
     | All | 51.23 |
     """
-    cells = [[fmt(v) for v in row] for row in rows]
+    cells = [[_cell(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row)]
