@@ -15,9 +15,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-# id_to_rgb: temporary re-export (the colour <-> id helpers moved to mask2former.coco) for
-# evaluation/runner.py, which imports it from here until it is switched.
-from ..coco import id_to_rgb, rgb_to_id  # noqa: F401
+from ..coco import rgb_to_id
 from .errors import DatasetError
 
 __all__ = ["load_json", "read_image", "read_label_png"]
