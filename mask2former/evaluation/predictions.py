@@ -4,10 +4,11 @@ semantic PNGs, under names taken from the dataset."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 
+from ..coco import encode_masks_json, id_to_rgb
 from ..files import confined_path, save_image
 from ..inference.results import SegmentationResult
 from .report import write_json
@@ -79,8 +80,6 @@ class PredictionWriter:
             self._png("semantic", name, classes.astype(dtype))
 
     def _add_panoptic(self, index: int, name: str, result: SegmentationResult) -> None:
-        from ..data.io import id_to_rgb
-
         self._png("panoptic", name, id_to_rgb(result.segmentation))
         segments = [
             {
@@ -120,12 +119,6 @@ class PredictionWriter:
             write_json(os.path.join(self.dir, "instances_results.json"), self.results)
 
 
-def _rles(result: SegmentationResult, keep: List[int]) -> Optional[List[Dict[str, Any]]]:
+def _rles(result: SegmentationResult, keep: List[int]) -> List[Dict[str, Any]]:
     """COCO RLE (str counts) of the kept masks of an instance result."""
-    from ..processing.rle import encode_masks
-
-    if not keep:
-        return []
-    return [
-        {"size": r["size"], "counts": r["counts"].decode()} for r in encode_masks(result.masks[keep])
-    ]
+    return encode_masks_json(result.masks[keep]) if keep else []

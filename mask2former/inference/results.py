@@ -13,9 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..data.rle import mask_bbox
+from ..coco import encode_masks_json, mask_bbox
 from ..processing import postprocess
-from ..processing.rle import encode_masks
 from .options import ModelInfo, TaskOptions
 from .runner import QueryLogits
 
@@ -53,10 +52,7 @@ class SegmentationResult:
 
     def rles(self) -> List[Dict[str, Any]]:
         """COCO RLE per segment (``counts`` as str, column-major, pycocotools-compatible)."""
-        return [
-            {"size": r["size"], "counts": r["counts"].decode("ascii")}
-            for r in encode_masks(self.masks)
-        ]
+        return encode_masks_json(self.masks)
 
 
 def to_results(

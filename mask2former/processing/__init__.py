@@ -1,5 +1,6 @@
 """Image processing: preprocessing, label encoding, post-processing and COCO RLE."""
 
+from ..coco import encode_masks  # the COCO RLE encoder, re-exported for convenience
 from .batch import BatchFeature
 from .image_processor import Mask2FormerImageProcessor
 from .postprocess import (
@@ -7,7 +8,6 @@ from .postprocess import (
     post_process_panoptic_segmentation,
     post_process_semantic_segmentation,
 )
-from .rle import encode_masks
 
 __all__ = [
     "BatchFeature",

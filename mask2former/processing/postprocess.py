@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..coco import encode_masks
 from ._semantic import semantic_map
 from ._tiles import TiledLogits, upsample4  # noqa: F401  (upsample4 is part of the API)
-from .rle import encode_masks
 
 __all__ = [
     "post_process_semantic_segmentation",
