@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import TASKS
 from .common import device, positive_int, probability
 
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--task",
         nargs="+",
         default=None,
-        choices=["panoptic", "instance", "semantic"],
+        choices=TASKS,
         help="tasks to evaluate (default: all the data supports)",
     )
     parser.add_argument("--json", default=None, help="write the results to this JSON file")

@@ -9,9 +9,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from ..config import TASKS
 from .common import device, positive_int, probability
-
-TASKS = ("panoptic", "instance", "semantic")
 
 
 def _label_ids(values: Optional[List[str]]) -> Optional[List[int]]:

@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
 
-__all__ = ["TASKS", "TaskOptions", "ModelInfo", "model_threshold"]
+from ..config import TASKS  # the one list of tasks (config.json's ``task`` takes the same)
 
-TASKS = ("panoptic", "instance", "semantic")
+__all__ = ["TASKS", "TaskOptions", "ModelInfo", "model_threshold"]
 
 
 def model_threshold(config: Any, fallback: Optional[float]) -> Optional[float]:
