@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mask2former.data import ShapesConfig, ShapesDataset
-from mask2former.data.cache import CachedDataset
 from mask2former.data.augment import LargeScaleJitter
+from mask2former.data.cache import CachedDataset
 from mask2former.training.data import TrainSamples
 
 
