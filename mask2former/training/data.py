@@ -8,25 +8,32 @@ of data-loading workers, and each process of a multi-process run sees its own sh
 
 from __future__ import annotations
 
+import itertools
+import os
 import pickle
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+# The image processor's defaults: a model trained with them is used with them (the recipe
+# passes its processor's image_mean and image_std explicitly).
+from ..processing.image_processor import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "TrainSamples",
     "ResumableBatchSampler",
+    "RandomBatchSampler",
     "WorkerFailure",
     "WorkerSafe",
     "collate",
     "collate_or_failure",
+    "batch_iterator",
+    "to_device",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Transform = Callable[[Dict[str, Any], np.random.Generator], Dict[str, Any]]
 
@@ -36,7 +43,9 @@ class TrainSamples(torch.utils.data.Dataset):
     and yields model inputs. Indexed by ``(epoch, index)`` pairs from
     :class:`ResumableBatchSampler`.
 
-    Crowd regions (``iscrowd``) are not targets, as in the original recipe.
+    Crowd regions (``iscrowd``) are not targets, as in the original recipe. ``mean``/``std``
+    (per channel, of pixel values in [0, 1]) normalise the images: they must be the image
+    processor's that is saved with the trained model.
     """
 
     def __init__(
@@ -73,6 +82,17 @@ class TrainSamples(torch.utils.data.Dataset):
             "mask_labels": torch.from_numpy(masks).float(),
             "class_labels": torch.from_numpy(labels),
         }
+
+
+def to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    """A collated batch with its images and targets on ``device`` (images left as they are
+    when None)."""
+    pixels = batch["pixel_values"]
+    return {
+        "pixel_values": None if pixels is None else pixels.to(device),
+        "mask_labels": [m.to(device) for m in batch["mask_labels"]],
+        "class_labels": [c.to(device) for c in batch["class_labels"]],
+    }
 
 
 def collate(items: List[Dict[str, torch.Tensor]]) -> Dict[str, Any]:
@@ -198,3 +218,70 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:  # endless; DataLoader only needs a number
         return 2**62
+
+
+class RandomBatchSampler(torch.utils.data.Sampler):
+    """Endless batches of ``(epoch, index)`` drawn at random, with replacement, from one
+    generator seeded with ``seed`` (backbone pretraining's order); starts after
+    ``start_batch``. A batch's epoch is the number of samples drawn before it divided by
+    ``num_samples``, so the augmentation of a sample differs from one pass to the next."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, start_batch: int = 0):
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        rng = np.random.default_rng(self.seed)
+        for batch in itertools.count():
+            indices = rng.integers(self.num_samples, size=self.batch_size)
+            if batch >= self.start_batch:
+                epoch = batch * self.batch_size // self.num_samples
+                yield [(epoch, int(i)) for i in indices]
+
+    def __len__(self) -> int:  # endless; DataLoader only needs a number
+        return 2**62
+
+
+def batch_iterator(
+    dataset: torch.utils.data.Dataset,
+    batch_sampler: torch.utils.data.Sampler,
+    num_workers: int,
+    seed: int,
+) -> Iterator[Any]:
+    """The collated batches of ``batch_sampler`` (with ``num_workers`` loading processes, a
+    user error of the dataset comes back as a :class:`WorkerFailure`, to raise as it was).
+
+    The loader has its own generator (from ``seed``), so creating it does not draw from the
+    global random state (which would make a resumed run differ from an uninterrupted one).
+    Torch's long warning about more workers than cores (given twice) is one line instead.
+    """
+    workers = num_workers > 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"This DataLoader will create")
+        batches = iter(
+            torch.utils.data.DataLoader(
+                WorkerSafe(dataset) if workers else dataset,
+                batch_sampler=batch_sampler,
+                collate_fn=collate_or_failure if workers else collate,
+                num_workers=num_workers,
+                generator=torch.Generator().manual_seed(seed),
+                persistent_workers=workers,
+            )
+        )
+    cores = _cpu_count()
+    if num_workers > cores:
+        warnings.warn(
+            f"{num_workers} data-loading workers on {cores} CPU cores may slow training down",
+            stacklevel=4,  # the trainer's caller
+        )
+    return batches
+
+
+def _cpu_count() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every system
+        return os.cpu_count() or 1

@@ -17,19 +17,26 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..files import append_text
-from .data import collate
-from .optim import lr_factor
-from .trainer import TrainingDiverged
+from .data import RandomBatchSampler
+from .divergence import TrainingDiverged
+from .log_window import LogWindow
+from .mask_pooling import (
+    MaskPooledClassifier,
+    MaskPooledObjective,
+    held_out_accuracy,
+    mask_pooled_features,
+)
+from .settings import TrainConfig
+from .trainer import Trainer
 
 __all__ = [
+    "BackbonePretrainer",
     "MaskPooledClassifier",
     "PretrainConfig",
     "held_out_accuracy",
@@ -37,51 +44,7 @@ __all__ = [
     "pretrain_backbone",
 ]
 
-
-def mask_pooled_features(features: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
-    """Average of each feature map inside each mask, concatenated over the maps.
-
-    Args:
-        features: one image's maps, each (C_i, h_i, w_i).
-        masks: (N, H, W) float or bool masks at the input resolution.
-
-    Returns:
-        (N, sum C_i). Each mask is reduced to a map's grid by area and widened by one cell, so
-        an object smaller than a stride-32 cell still pools the cells its outline touches.
-    """
-    masks = masks.float()
-    pooled = []
-    for f in features:
-        weight = F.adaptive_avg_pool2d(masks[None], f.shape[-2:])[0]
-        weight = F.max_pool2d(weight[None], 3, 1, 1)[0]
-        weight = weight / weight.sum((1, 2), keepdim=True).clamp_min(1e-6)
-        pooled.append(torch.einsum("nhw,chw->nc", weight, f))
-    return torch.cat(pooled, 1)
-
-
-class MaskPooledClassifier(nn.Module):
-    """A backbone and a linear head over its mask-pooled stage features.
-
-    Args:
-        backbone: maps (B, 3, H, W) to a sequence of (B, C_i, h_i, w_i) maps and lists the C_i
-            in ``channels`` (the Swin and ResNet backbones of this package).
-        num_labels: classes of the masks.
-    """
-
-    def __init__(self, backbone: nn.Module, num_labels: int):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(sum(backbone.channels), num_labels)
-
-    def forward(self, pixel_values: torch.Tensor, masks: List[torch.Tensor]) -> torch.Tensor:
-        """(B, 3, H, W) images and B (N_b, H, W) masks -> (sum N_b, num_labels) logits."""
-        features = self.backbone(pixel_values)
-        pooled = [
-            mask_pooled_features([f[i] for f in features], m) for i, m in enumerate(masks) if len(m)
-        ]
-        if not pooled:
-            return pixel_values.new_zeros(0, self.head.out_features)
-        return self.head(torch.cat(pooled))
+LOG_FILE = "pretrain_log.jsonl"
 
 
 @dataclass
@@ -115,67 +78,103 @@ class PretrainConfig:
         if self.schedule not in ("constant", "poly"):
             raise ValueError(f"schedule must be constant or poly, got {self.schedule!r}")
 
-
-LOG_FILE = "pretrain_log.jsonl"
-
-
-def _diverged(what: str, step: int) -> TrainingDiverged:
-    return TrainingDiverged(
-        f"pretraining {what} at step {step}; stopped before saving anything. Lower the "
-        "learning rate (--lr)."
-    )
-
-
-def _update(model: nn.Module, optimizer, logits, labels, config: PretrainConfig, step: int):
-    """One optimiser step on the cross-entropy of ``logits``; returns the loss. A NaN or
-    infinite loss or gradient norm stops with :class:`TrainingDiverged` before the update."""
-    loss = F.cross_entropy(logits, labels)
-    if not torch.isfinite(loss):
-        raise _diverged(f"loss is {float(loss)}", step)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm or math.inf))
-    if not math.isfinite(norm):
-        raise _diverged(f"gradient norm is {norm}", step)
-    optimizer.step()
-    return float(loss.detach())
+    def train_config(self) -> TrainConfig:
+        """The trainer's settings of this pretraining: one batch a step, float32, no
+        checkpoints (only the final model is written, by the caller)."""
+        return TrainConfig(
+            output_dir=self.output_dir,
+            max_steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            clip_norm=self.clip_norm,
+            schedule=self.schedule,
+            seed=self.seed,
+            log_every=self.log_every,
+            eval_every=self.eval_every,
+            checkpoint_every=0,
+            device=self.device,
+            progress=self.progress,
+        )
 
 
-@torch.no_grad()
-def held_out_accuracy(
-    model: MaskPooledClassifier,
-    batches: Iterable[Dict[str, Any]],
-    thing_labels: Optional[Sequence[int]] = None,
-) -> Dict[str, float]:
-    """Share of held-out masks whose label is predicted: ``accuracy`` over all masks and, with
-    ``thing_labels``, ``thing_accuracy`` over the masks of those labels (one pass)."""
-    was_training = model.training
-    model.eval()
-    preds, targets = [], []
-    for batch in batches:
-        targets.append(torch.cat(batch["class_labels"]))
-        pixels, masks = _on_device(batch, _device_of(model))
-        preds.append(model(pixels, masks).argmax(1).cpu())
-    model.train(was_training)
-    hits = (torch.cat(preds) == torch.cat(targets)).float()
-    out = {"accuracy": float(hits.mean()) if len(hits) else float("nan")}
-    if thing_labels:
-        keep = torch.isin(torch.cat(targets), torch.as_tensor(list(thing_labels)))
-        out["thing_accuracy"] = float(hits[keep].mean()) if keep.any() else float("nan")
-    return out
+class BackbonePretrainer(Trainer):
+    """The :class:`~mask2former.training.Trainer` on :class:`MaskPooledObjective`, with
+    pretraining's own recipe: plain AdamW over every parameter, batches drawn at random with
+    replacement, no checkpoints, and its log (``pretrain_log.jsonl``: step, mean loss, seconds
+    since the start, the learning rate of the record's last step, and the held-out accuracies
+    every ``eval_every`` steps and at the end).
 
+    Args:
+        model: the classifier (backbone and head), trained in place.
+        train_data: items indexed by ``(epoch, index)`` (a ``TrainSamples``).
+        config: a :class:`PretrainConfig`.
+        held_out: collated batches scored every ``eval_every`` steps and at the end.
+        thing_labels: labels whose accuracy is reported on its own (the hard part).
+    """
 
-def _device_of(model: nn.Module) -> Optional[torch.device]:
-    param = next(model.parameters(), None)
-    return None if param is None else param.device
+    log_name = LOG_FILE
+    progress_label = "pretrain"
+    writes_checkpoints = False
 
+    def __init__(
+        self,
+        model: MaskPooledClassifier,
+        train_data: Sequence[Dict[str, torch.Tensor]],
+        config: PretrainConfig,
+        held_out: Optional[List[Dict[str, Any]]] = None,
+        thing_labels: Optional[Sequence[int]] = None,
+    ):
+        def adamw(m: nn.Module) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(m.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-def _on_device(batch: Dict[str, Any], device: Optional[torch.device]):
-    """A batch's images and masks on ``device`` (None: where they are)."""
-    pixels, masks = batch["pixel_values"], batch["mask_labels"]
-    if device is None or pixels is None:
-        return pixels, masks
-    return pixels.to(device), [m.to(device) for m in masks]
+        super().__init__(
+            model,
+            train_data,
+            config.train_config(),
+            objective=MaskPooledObjective(),
+            make_optimizer=adamw,
+        )
+        self.held_out = held_out
+        self.thing_labels = thing_labels
+        self._started = time.perf_counter()
+
+    def fit(self, until: Optional[int] = None) -> Dict[str, Any]:
+        self._started = time.perf_counter()
+        return super().fit(until)
+
+    def _batch_sampler(self) -> torch.utils.data.Sampler:
+        cfg = self.config
+        return RandomBatchSampler(
+            len(self.train_data), cfg.batch_size, seed=cfg.seed, start_batch=self.step
+        )
+
+    def _show(self, progress: Any, step_loss: Optional[float]) -> None:
+        if step_loss is not None:
+            progress.set_postfix(loss=f"{step_loss:.3f}")
+
+    def _record(self, window: LogWindow) -> Dict[str, Any]:
+        cfg = self.config
+        record: Dict[str, Any] = {
+            "step": self.step,
+            "loss": float(np.mean(window.losses)) if window.losses else None,
+            "seconds": round(time.perf_counter() - self._started, 1),
+            "lr": window.lr,
+        }
+        if self.held_out and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):
+            record.update(held_out_accuracy(self.model, self.held_out, self.thing_labels))
+        return record
+
+    def _log_line(self, record: Dict[str, Any]) -> str:
+        return json.dumps(record)
+
+    def _non_finite(
+        self, what: str, value: float, loss: Optional[float] = None
+    ) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"pretraining {what} is {value} at step {self.step + 1}; stopped before saving "
+            "anything. Lower the learning rate (--lr)."
+        )
 
 
 def pretrain_backbone(
@@ -184,77 +183,22 @@ def pretrain_backbone(
     config: PretrainConfig,
     held_out: Optional[List[Dict[str, Any]]] = None,
     thing_labels: Optional[Sequence[int]] = None,
-    log: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> Dict[str, Any]:
-    """Train ``model`` (backbone and head) to classify every ground-truth mask.
+    """Train ``model`` (backbone and head) to classify every ground-truth mask, with a
+    :class:`BackbonePretrainer`; its records go to ``output_dir/pretrain_log.jsonl``.
 
     Args:
         train_data: items of a :class:`~mask2former.training.TrainSamples` (indexed by
             ``(epoch, index)``); batches draw indices at random from ``config.seed``.
         held_out: collated batches scored every ``eval_every`` steps and at the end.
         thing_labels: labels whose accuracy is reported on its own (the hard part).
-        log: called with each log record; by default records go to
-            ``output_dir/pretrain_log.jsonl``.
 
     Returns:
         The last record (step, loss, and held-out accuracies when ``held_out`` is given).
+
+    Raises:
+        TrainingDiverged: the loss or the gradient norm became NaN or infinite; the weights
+            are those before that step.
     """
     os.makedirs(config.output_dir, exist_ok=True)
-    if log is None:
-        path = os.path.join(config.output_dir, LOG_FILE)
-
-        def log(record: Dict[str, Any]) -> None:
-            append_text(path, json.dumps(record) + "\n")
-
-    device = torch.device(config.device)
-    model.to(device)
-
-    rng = np.random.default_rng(config.seed)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    progress = None
-    if config.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=config.steps, desc="pretrain", unit="step")
-    model.train()
-    losses: List[float] = []
-    start = time.perf_counter()
-    last: Dict[str, Any] = {}
-    n = len(train_data)
-    try:
-        for step in range(1, config.steps + 1):
-            epoch = (step - 1) * config.batch_size // n
-            idx = rng.integers(n, size=config.batch_size)
-            batch = collate([train_data[(epoch, int(i))] for i in idx])
-            pixels, masks = _on_device(batch, device)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(
-                    step - 1, config.steps, schedule=config.schedule
-                )
-            logits = model(pixels, masks)
-            # A batch whose crops all miss every mask has nothing to learn from (and its mean
-            # loss would be NaN): it is skipped, the step still counts.
-            if len(logits):
-                labels = torch.cat(batch["class_labels"]).to(logits.device)
-                losses.append(_update(model, optimizer, logits, labels, config, step))
-            if progress is not None:
-                progress.update(1)
-                if losses:
-                    progress.set_postfix(loss=f"{losses[-1]:.3f}")
-            if step % config.log_every == 0 or step == config.steps:
-                last = {
-                    "step": step,
-                    "loss": float(np.mean(losses)) if losses else None,
-                    "seconds": round(time.perf_counter() - start, 1),
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
-                losses = []
-                if held_out and (step % config.eval_every == 0 or step == config.steps):
-                    last.update(held_out_accuracy(model, held_out, thing_labels))
-                log(last)
-    finally:
-        if progress is not None:
-            progress.close()
-    return last
+    return BackbonePretrainer(model, train_data, config, held_out, thing_labels).fit()

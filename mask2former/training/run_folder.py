@@ -68,7 +68,7 @@ _FLAGS = {
 def check_resume(state: Dict[str, Any], config, checkpoint: str, command: str = "train") -> None:
     """Refuse options that differ from the checkpoint's, naming the option and both values;
     a longer --steps is allowed, with a note when it changes the learning rate."""
-    from .trainer import check_resume_settings
+    from .settings import check_resume_settings
 
     try:
         check_resume_settings(state, config, checkpoint, names=_FLAGS)
