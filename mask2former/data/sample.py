@@ -21,9 +21,7 @@ from typing import Any, Dict, List, Sequence, TypedDict
 
 import numpy as np
 
-# label_categories: temporary re-export (the category helpers moved to mask2former.coco) for
-# evaluation/runner.py, which imports it from here until it is switched.
-from ..coco import category_to_label, label_categories  # noqa: F401
+from ..coco import category_to_label
 
 __all__ = [
     "Sample",

@@ -8,7 +8,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..data.sample import label_categories, sample_to_panoptic, sample_to_semantic
+from ..coco import label_categories
+from ..data.sample import sample_to_panoptic, sample_to_semantic
 from ..inference.options import TASKS, TaskOptions
 from ..inference.pipeline import Pipeline
 from ..inference.results import SegmentationResult
@@ -56,7 +57,9 @@ class _Metrics:
         if self.ap is not None:
             self._update_ap(sample, results["instance"])
         if self.miou is not None:
-            self.miou.update(results["semantic"].segmentation - 1, _gt_semantic(sample, self.ignore))
+            self.miou.update(
+                results["semantic"].segmentation - 1, _gt_semantic(sample, self.ignore)
+            )
 
     def _update_ap(self, sample: Dict[str, Any], pred: SegmentationResult) -> None:
         keep = [i for i, s in enumerate(pred.segments) if s["label_id"] in self.things]
