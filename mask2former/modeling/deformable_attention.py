@@ -191,7 +191,6 @@ def bilinear_taps(
         start += height * width
     weight = torch.stack(weights, dim=3)
     return index.view(b, q, heads, -1), weight.view(b, q, heads, -1)
-    return index, weight
 
 
 def multi_scale_deformable_attention_grid_sample(
