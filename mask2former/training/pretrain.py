@@ -137,7 +137,7 @@ class BackbonePretrainer(Trainer):
         )
         self.held_out = held_out
         self.thing_labels = thing_labels
-        self._started = time.perf_counter()
+        self._started = 0.0  # when fit began: the log's "seconds" count from there
 
     def fit(self, until: Optional[int] = None) -> Dict[str, Any]:
         self._started = time.perf_counter()
@@ -201,4 +201,7 @@ def pretrain_backbone(
             are those before that step.
     """
     os.makedirs(config.output_dir, exist_ok=True)
-    return BackbonePretrainer(model, train_data, config, held_out, thing_labels).fit()
+    trainer = BackbonePretrainer(model, train_data, config, held_out, thing_labels)
+    last = trainer.fit()
+    trainer.dist.close()
+    return last
