@@ -97,7 +97,7 @@ class Trainer:
         self.train_data = train_data
         self.evaluate = evaluate
         self.image_processor = image_processor
-        self.objective: Objective = objective or Mask2FormerObjective()
+        self.objective: Objective = Mask2FormerObjective() if objective is None else objective
         if make_optimizer is None:
             self.optimizer = build_optimizer(
                 self.model, config.lr, config.weight_decay, config.backbone_multiplier
@@ -357,8 +357,8 @@ class Trainer:
 
     def _show(self, progress: Any, step_loss: Optional[float]) -> None:
         """The progress bar's values after a step."""
-        lr = self.scheduler.get_last_lr()[0]
-        progress.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}")
+        shown = {} if step_loss is None else {"loss": f"{step_loss:.3f}"}
+        progress.set_postfix(**shown, lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
 
     def _record(self, window: LogWindow) -> Dict[str, Any]:
         """The log record of the steps of ``window``: the mean loss, the next step's learning
