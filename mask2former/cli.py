@@ -41,7 +41,7 @@ def _user_errors() -> tuple:
     except ImportError:
         pass
     try:
-        from .training.trainer import TrainingDiverged
+        from .training.divergence import TrainingDiverged
 
         errors.append(TrainingDiverged)
     except ImportError:

@@ -10,7 +10,13 @@ import sys
 from typing import List, Optional
 
 from ..config import TASKS
-from .common import device, positive_int, probability
+from .common import (
+    add_loading_arguments,
+    add_model_arguments,
+    add_output_arguments,
+    add_progress_argument,
+    probability,
+)
 
 
 def _label_ids(values: Optional[List[str]]) -> Optional[List[int]]:
@@ -38,17 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="INPUT",
         help="image files, folders (searched recursively) or glob patterns (quote them)",
     )
-    parser.add_argument(
-        "--model",
-        default="shapes",
+    model = add_model_arguments(
+        parser,
+        model_help="built-in model name, checkpoint folder or hub id (default: the built-in "
+        "'shapes')",
         metavar="NAME_OR_PATH",
-        help="built-in model name, checkpoint folder or hub id (default: the built-in 'shapes')",
+        dtype_default=None,
+        dtype_help="model precision (default: float32)",
+        device_help="cpu or cuda (default: cpu)",
     )
-    parser.add_argument(
+    add_loading_arguments(
+        model,
+        batch_size=1,
+        metavar="N",
+        batch_help="images per forward pass; only same-size inputs are batched together "
+        "(default: 1)",
+    )
+    task = parser.add_argument_group("segmentation")
+    task.add_argument(
         "--task", choices=TASKS, help="default: the task the model was trained for, else panoptic"
     )
-    parser.add_argument("--out", default="out", metavar="DIR", help="output folder (default: out)")
-    parser.add_argument(
+    task.add_argument(
         "--threshold",
         type=probability,
         default=None,
@@ -56,33 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="minimum segment score, panoptic and instance (default: the model's "
         "object_mask_threshold, else 0.5)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=1,
-        metavar="N",
-        help="images per forward pass; only same-size inputs are batched together (default: 1)",
-    )
-    parser.add_argument("--device", default="cpu", type=device, help="cpu or cuda (default: cpu)")
-    parser.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        default=None,
-        help="model precision (default: float32)",
-    )
-    parser.add_argument(
+    task.add_argument(
         "--label-ids-to-fuse",
         nargs="*",
         metavar="ID",
         help="panoptic: classes merged into one segment per image (default: the model's stuff "
         "classes; 'none' for no class)",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace existing outputs (default: skip them)"
+    output = add_output_arguments(
+        parser,
+        out_help="output folder (default: out)",
+        overwrite_help="replace existing outputs (default: skip them)",
+        default="out",
+        metavar="DIR",
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (default: on a terminal)"
-    )
+    add_progress_argument(output, help="no progress bar (default: on a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -175,7 +175,7 @@ def evaluate_model(
     dataset: Any,
     tasks: Sequence[str] = TASKS,
     categories: Optional[List[Dict[str, Any]]] = None,
-    device: str = "cpu",
+    device: Optional[str] = None,
     batch_size: int = 1,
     threshold: float = 0.8,
     overlap_threshold: float = 0.8,
@@ -192,9 +192,12 @@ def evaluate_model(
     threshold, no overlap suppression; 100 as the original's test setting, COCO AP's maximum per
     image; with fewer than 100 queries a query can then stand for more than one class, where the
     reference keeps only as many pairs as queries); semantic inference
-    takes the per-pixel argmax. Returns ``{task: metrics}``.
+    takes the per-pixel argmax. ``device``: where to run (default: where the model is).
+    Returns ``{task: metrics}``.
     """
-    pipeline = Pipeline(TorchRunner(model.to(device)), processor)
+    if device is not None:
+        model = model.to(device)
+    pipeline = Pipeline(TorchRunner(model), processor)
     return evaluate_pipeline(
         pipeline,
         dataset,
