@@ -13,6 +13,7 @@ starting with a (possibly empty) run of 0s.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Dict, List, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
@@ -48,6 +49,14 @@ def _pycocotools_mask() -> Any:
     from pycocotools import mask
 
     return mask
+
+
+def _decode(rle: Any) -> np.ndarray:
+    """``pycocotools.mask.decode``, without the DeprecationWarning it raises under numpy 2 on
+    every call (its ``__array__`` lacks the ``copy`` keyword; not ours to fix, and harmless)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _pycocotools_mask().decode(rle)
 
 
 def _as_numpy(masks: Any) -> np.ndarray:
@@ -166,15 +175,14 @@ def _decode_string(counts: Union[str, bytes], h: int, w: int) -> np.ndarray:
     tells a short string apart without parsing it ourselves.
     """
     data = _checked_string(counts)
-    api = _pycocotools_mask()
     error = ValueError(f"RLE counts do not sum to {h}*{w}={h * w}")
     try:
-        mask = api.decode({"size": [h, w], "counts": data})
+        mask = _decode({"size": [h, w], "counts": data})
     except ValueError:
         raise error from None
     if h * w:
         try:
-            api.decode({"size": [1, h * w - 1], "counts": data})
+            _decode({"size": [1, h * w - 1], "counts": data})
         except ValueError:
             return mask
         raise error
@@ -194,7 +202,7 @@ def decode_rle(rle: Dict[str, Any]) -> np.ndarray:
     if isinstance(counts, (str, bytes)):
         mask = _decode_string(counts, h, w)
     else:
-        mask = _pycocotools_mask().decode(_compressed_from_list(counts, h, w))
+        mask = _decode(_compressed_from_list(counts, h, w))
     return np.ascontiguousarray(mask, dtype=bool)
 
 
@@ -234,7 +242,7 @@ def polygons_to_mask(polygons: Sequence[Any], h: int, w: int) -> np.ndarray:
         return np.zeros((h, w), dtype=bool)
     api = _pycocotools_mask()
     merged = api.merge(api.frPyObjects(polys, h, w))
-    return np.ascontiguousarray(api.decode(merged), dtype=bool)
+    return np.ascontiguousarray(_decode(merged), dtype=bool)
 
 
 def mask_bbox(mask: np.ndarray) -> List[int]:
