@@ -107,7 +107,7 @@ def test_dense_loss_trains_and_gives_gradients_to_every_prediction():
         total = loss(logits, classes, [target], [labels]).total
         total.backward()
         opt.step()
-    assert float(total) < 0.5 * first
+    assert total.item() < 0.5 * first
 
 
 def test_dense_images_without_targets_and_bad_mode():
