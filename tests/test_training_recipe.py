@@ -68,6 +68,21 @@ def test_train_from_python_writes_a_checkpoint_and_the_final_model(tmp_path, cap
     assert capsys.readouterr().out == ""  # the command prints; the library call does not
 
 
+def test_the_progress_bar_stays_off_redirected_output(tmp_path, capsys):
+    """progress=True shows a bar on a terminal only: a log file or pipe gets clean lines."""
+    config = tmp_path / "tiny.json"
+    config.write_text(tiny_config().to_json_string())
+    settings = TrainSettings(
+        run=TrainConfig(output_dir=str(tmp_path / "run"), max_steps=2, batch_size=2,
+                        log_every=1, progress=True),
+        data=DataSettings(num_train=4, image_size=64, crop=64, eval_images=0),
+        model=ModelSettings(model_config=str(config), num_queries=5),
+    )  # fmt: skip
+    train(settings)
+    captured = capsys.readouterr()  # not a terminal
+    assert "step/s" not in captured.err and "train:" not in captured.err
+
+
 def test_training_samples_take_the_processors_normalisation():
     dataset = ShapesDataset(1, seed=0, config=ShapesConfig(64, 64))
     processor = Mask2FormerImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25] * 3)

@@ -285,7 +285,10 @@ class Trainer:
         if cfg.progress and self.dist.is_main:
             from tqdm import tqdm
 
-            progress = tqdm(total=until, initial=self.step, desc=self.progress_label, unit="step")
+            # disable=None: only on a terminal, so redirected logs stay clean lines.
+            progress = tqdm(
+                total=until, initial=self.step, desc=self.progress_label, unit="step", disable=None
+            )
         last: Dict[str, Any] = {}
         window = LogWindow()
         try:
