@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, Protocol, Union
 
 import torch
 
@@ -33,7 +33,7 @@ class QueryLogits:
     masks_queries_logits: torch.Tensor
 
 
-class ModelRunner:
+class ModelRunner(Protocol):
     """Interface of a runtime: ``runner(pixel_values) -> QueryLogits``.
 
     Attributes:
@@ -44,10 +44,10 @@ class ModelRunner:
 
     def __call__(self, pixel_values: torch.Tensor) -> QueryLogits:
         """``pixel_values``: (B, 3, H, W) float32, normalised as the image processor does."""
-        raise NotImplementedError
+        ...
 
 
-class TorchRunner(ModelRunner):
+class TorchRunner:
     """A PyTorch model on its device and in its dtype; inputs are moved and cast to match."""
 
     def __init__(self, model: torch.nn.Module) -> None:
