@@ -58,6 +58,14 @@ def _dropout(name: str, value: Any) -> float:
     return check_float(name, value, 0.0, 1.0, high_open=True)
 
 
+def _dtype(name: str, value: Any) -> str:
+    """A dtype name of DTYPES; a ``torch.dtype`` (as transformers lets users set) is stored by
+    its name, e.g. "float16", so the config stays JSON (no torch import here: duck-typed)."""
+    if type(value).__module__ == "torch" and type(value).__name__ == "dtype":
+        value = str(value).split(".", 1)[-1]
+    return check_choice(name, value, DTYPES)
+
+
 def _feature_strides(name: str, value: Any) -> List[int]:
     strides = int_list(name, value, min_len=0, max_len=16)
     if strides != FEATURE_STRIDES:
@@ -176,6 +184,10 @@ FIELD_CHECKS: Dict[str, Check] = {
     "use_auxiliary_loss": check_bool,
     "feature_strides": _feature_strides,
     "output_auxiliary_logits": optional(check_bool),
+    "output_hidden_states": check_bool,
+    "output_attentions": check_bool,
+    "return_dict": check_bool,
+    "torch_dtype": optional(_dtype),
 }
 # Keys that are not constructor arguments but that other code reads when present (the
 # predictor, the criterion, the training command); None means "not set" where the reader
@@ -186,7 +198,6 @@ EXTRA_CHECKS: Dict[str, Check] = {
     "stuff_label_ids": optional(_label_ids),
     "matcher_class_cost": _weight,
     "mask_loss_sampling": partial(check_choice, choices=MASK_LOSS_SAMPLING),
-    "torch_dtype": optional(partial(check_choice, choices=DTYPES)),
 }
 
 

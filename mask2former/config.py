@@ -106,7 +106,7 @@ class Mask2FormerConfig(JsonConfig):
         "no_object_weight", "class_weight", "mask_weight", "dice_weight", "train_num_points",
         "oversample_ratio", "importance_sample_ratio", "init_std", "init_xavier_std",
         "use_auxiliary_loss", "feature_strides", "output_auxiliary_logits", "id2label",
-        "label2id",
+        "label2id", "output_hidden_states", "output_attentions", "return_dict", "torch_dtype",
     )  # fmt: skip
     # Each field's check on its own, as the backbone configs have theirs (the checks are in
     # mask2former._model_config_checks).
@@ -177,6 +177,14 @@ class Mask2FormerConfig(JsonConfig):
             kwargs.pop("label2id", None),
             kwargs.pop("num_labels", None),
         )
+        # Config-level defaults of the forward pass's flags, as in transformers: a forward
+        # argument left at None takes these.
+        self.output_hidden_states = kwargs.pop("output_hidden_states", False)
+        self.output_attentions = kwargs.pop("output_attentions", False)
+        self.return_dict = kwargs.pop("return_dict", True)
+        # The dtype the weights were saved in (written by save_pretrained, read by
+        # from_pretrained(torch_dtype="auto")); None: not recorded.
+        self.torch_dtype = kwargs.pop("torch_dtype", None)
         self._set_extras(kwargs)
         self.validate()
 
@@ -192,6 +200,11 @@ class Mask2FormerConfig(JsonConfig):
         if len(self.id2label) != value:
             self.id2label = {i: f"LABEL_{i}" for i in range(value)}
             self.label2id = {v: k for k, v in self.id2label.items()}
+
+    @property
+    def use_return_dict(self) -> bool:
+        """Whether the models return their output dataclass (True) or a tuple by default."""
+        return self.return_dict
 
     @property
     def num_hidden_layers(self) -> int:
