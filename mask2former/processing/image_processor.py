@@ -3,11 +3,9 @@ model's outputs, and ``preprocessor_config.json`` in the published layout."""
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from functools import partial
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -19,17 +17,14 @@ from .._config_base import (
     check_float,
     check_int,
     optional,
-    prefixed,
-    read_json_object,
 )
-from ..files import write_text
-from ..hub import resolve_file
 from . import postprocess
 from .batch import BatchFeature
 from .encoding import as_list, encode_batch
 from .labels import segmentation_map_to_binary_masks
 from .preprocess import PreprocessSettings, prepare_image, prepare_map, split_maps
 from .processor_checks import channel_stats, check_resample, pop_max_size, read_size
+from .processor_files import CONFIG_NAME, ProcessorFiles
 from .transforms import (
     _channels_last,
     _is_torch_tensor,
@@ -37,9 +32,8 @@ from .transforms import (
     to_label_array,
 )
 
-__all__ = ["Mask2FormerImageProcessor"]
+__all__ = ["Mask2FormerImageProcessor", "CONFIG_NAME"]
 
-CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 BILINEAR = 2  # PIL.Image.Resampling.BILINEAR
@@ -51,9 +45,45 @@ _TYPE_KEYS = (
     "_processor_class",
 )
 MAX_SIZE_DIVISOR = 1024  # published: 32
+_ARGUMENTS = (
+    "do_resize",
+    "size",
+    "size_divisor",
+    "resample",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "ignore_index",
+    "reduce_labels",
+)
 
 
-class Mask2FormerImageProcessor:
+def _reduce_labels(reduce_labels: Any, kwargs: Dict[str, Any], written_by_4x: bool) -> bool:
+    """``reduce_labels`` (transformers 4.x), or ``do_reduce_labels`` (its name in 5.x).
+
+    When both are given and disagree, the file is one that a transformers version wrote while
+    keeping the other name as an unused attribute (4.37.2 keeps its tests' ``do_reduce_labels``;
+    5.x keeps a 4.x file's ``reduce_labels``): the name that version reads wins, and 4.x files
+    are the ones with ``_max_size`` (5.x never writes it). A warning says so."""
+    other = kwargs.pop("do_reduce_labels", None)
+    other = None if other is None else check_bool("do_reduce_labels", other)
+    if reduce_labels is None:
+        return False if other is None else other
+    reduce_labels = check_bool("reduce_labels", reduce_labels)
+    if other is None or other == reduce_labels:
+        return reduce_labels
+    used, value = ("reduce_labels", reduce_labels) if written_by_4x else ("do_reduce_labels", other)
+    warnings.warn(
+        f"reduce_labels ({reduce_labels}) and do_reduce_labels ({other}) disagree; using "
+        f"{used} ({value}), the name the transformers version that wrote these settings reads",
+        stacklevel=3,
+    )
+    return value
+
+
+class Mask2FormerImageProcessor(ProcessorFiles):
     """Prepares images (and label maps) for Mask2Former and turns its outputs into segmentations.
 
     Preprocessing resizes (``size``: ``{"shortest_edge", "longest_edge"}``, ``{"height",
@@ -68,10 +98,21 @@ class Mask2FormerImageProcessor:
     - Binary ``mask_labels`` are padded with 0 (the reference pads with ``ignore_index``), and a map
       with no label left gives (0, H, W) masks and empty ``class_labels`` (the reference raises).
 
+    The settings are public attributes; ``to_dict``, ``from_dict``, ``to_json_string``,
+    ``to_json_file``, ``from_json_file``, ``from_pretrained`` and ``save_pretrained`` follow
+    transformers (:class:`~mask2former.processing.processor_files.ProcessorFiles`).
+
     Post-processing: see :mod:`mask2former.processing.postprocess`.
     """
 
     model_input_names = ["pixel_values", "pixel_mask"]
+    _SETTING_KEYS = _ARGUMENTS + (
+        "do_reduce_labels",
+        "max_size",
+        "_max_size",
+        "size_divisibility",
+        "num_labels",
+    )
 
     def __init__(
         self,
@@ -85,17 +126,19 @@ class Mask2FormerImageProcessor:
         image_mean: Union[float, Sequence[float], None] = None,
         image_std: Union[float, Sequence[float], None] = None,
         ignore_index: Optional[int] = None,
-        reduce_labels: bool = False,
+        reduce_labels: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
-        """Arguments as in transformers 4.37.2; each is checked here, and a bad value is a
+        """Arguments as in transformers 4.37.2 (``reduce_labels`` is also read as
+        ``do_reduce_labels``; None is False); each is checked here, and a bad value is a
         ValueError (ConfigError) that names it. ``image_mean``/``image_std`` may be one number
-        for all three channels. Other keyword arguments (e.g. ``num_labels``) are kept and
+        for all three channels. Other keyword arguments (e.g. ``num_labels``) become attributes,
         written back by ``save_pretrained``."""
         # Deprecated names still found in published files.
         divisor_key = "size_divisor"
         if "size_divisibility" in kwargs:
             size_divisor, divisor_key = kwargs.pop("size_divisibility"), "size_divisibility"
+        written_by_4x = "_max_size" in kwargs
         self._max_size = pop_max_size(kwargs)
         for key in _TYPE_KEYS:
             kwargs.pop(key, None)
@@ -118,83 +161,32 @@ class Mask2FormerImageProcessor:
         self.ignore_index = optional(partial(check_int, low=INT32[0], high=INT32[1]))(
             "ignore_index", ignore_index
         )
-        self.reduce_labels = check_bool("reduce_labels", reduce_labels)
+        self.reduce_labels = _reduce_labels(reduce_labels, kwargs, written_by_4x)
         if "num_labels" in kwargs:
             kwargs["num_labels"] = optional(partial(check_int, low=1, high=MAX_LABELS))(
                 "num_labels", kwargs["num_labels"]
             )
-        # Other keys of a loaded file (e.g. "num_labels") are kept and written back.
-        self.extra_config: Dict[str, Any] = dict(kwargs)
+        self._set_unknown(kwargs)
 
-    # ------------------------------------------------------------------ config files
-    def to_dict(self) -> Dict[str, Any]:
-        """The configuration as written to ``preprocessor_config.json`` (transformers' keys)."""
-        out = dict(self.extra_config)
-        out.update(
-            {
-                "_max_size": self._max_size,
-                "do_normalize": self.do_normalize,
-                "do_rescale": self.do_rescale,
-                "do_resize": self.do_resize,
-                "ignore_index": self.ignore_index,
-                "image_mean": list(self.image_mean),
-                "image_processor_type": "Mask2FormerImageProcessor",
-                "image_std": list(self.image_std),
-                "reduce_labels": self.reduce_labels,
-                "resample": self.resample,
-                "rescale_factor": self.rescale_factor,
-                "size": dict(self.size),
-                "size_divisor": self.size_divisor,
-            }
-        )
-        return out
+    def _set_unknown(self, kwargs: Dict[str, Any]) -> None:
+        """Other keys become attributes (as in transformers), written back by ``to_dict``."""
+        for key, value in kwargs.items():
+            if not isinstance(key, str) or not key or hasattr(type(self), key):
+                # "preprocess" or "to_dict" would replace a method.
+                raise ConfigError(
+                    f"{key}: not a setting of {type(self).__name__} (the name of one of its "
+                    "methods or properties)"
+                )
+            setattr(self, key, value)
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    @property
+    def do_reduce_labels(self) -> bool:
+        """``reduce_labels`` under its transformers 5.x name."""
+        return self.reduce_labels
 
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any], **kwargs: Any) -> Mask2FormerImageProcessor:
-        """Build from a config dict; ``kwargs`` override its entries (``max_size`` included)."""
-        merged = dict(config)
-        merged.update(kwargs)
-        return cls(**merged)
-
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> List[str]:
-        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed)."""
-        if os.path.isfile(save_directory):
-            raise ValueError(f"{save_directory} is a file; save_pretrained needs a folder")
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, CONFIG_NAME)
-        # Atomic replace: an interrupted save never leaves half a file (mask2former.files).
-        write_text(path, self.to_json_string())
-        return [path]
-
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs: Any
-    ) -> Mask2FormerImageProcessor:
-        """Load from a folder, a ``preprocessor_config.json`` path, a built-in model or a hub id."""
-        path = resolve_file(pretrained_model_name_or_path, CONFIG_NAME)
-        config = read_json_object(path)
-        # The file alone first, so that an error in it is blamed on it and not on kwargs.
-        with prefixed(f"{path}: "):
-            processor = cls._from_dict_checked(config)
-        if not kwargs:
-            return processor
-        with prefixed(f"{path} with overrides {sorted(kwargs)}: "):
-            return cls._from_dict_checked(config, **kwargs)
-
-    @classmethod
-    def _from_dict_checked(cls, config: Mapping[str, Any], **kwargs: Any):
-        """``from_dict``, with a TypeError (a key such as "self" that clashes with the
-        constructor's own arguments) turned into a ConfigError."""
-        try:
-            return cls.from_dict(config, **kwargs)
-        except TypeError as e:
-            raise ConfigError(str(e)) from None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.to_json_string()}"
+    @do_reduce_labels.setter
+    def do_reduce_labels(self, value: bool) -> None:
+        self.reduce_labels = value
 
     # ------------------------------------------------------------------ preprocessing
     def __call__(self, images: Any, segmentation_maps: Any = None, **kwargs: Any) -> BatchFeature:
