@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
+import torch
 import transformers
 
 from mask2former import Mask2FormerImageProcessor
@@ -184,3 +186,139 @@ def test_save_pretrained_options(tmp_path):
         proc.save_pretrained(tmp_path, safe_serialization=True)
     with pytest.raises(NotImplementedError, match="push_to_hub"):
         proc.save_pretrained(tmp_path, push_to_hub=True)
+
+
+# -- preprocessor_config.json written by transformers 5.x (issue 22, item 7) ---------------------
+
+# The keys transformers 5.25 writes for Mask2FormerImageProcessor(size={"shortest_edge": 384,
+# "longest_edge": 1333}, ignore_index=255, num_labels=150, do_reduce_labels=True): None-valued
+# settings are left out, no _max_size, do_reduce_labels instead of reduce_labels.
+FILE_5X = {
+    "do_normalize": True,
+    "do_reduce_labels": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "ignore_index": 255,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "Mask2FormerImageProcessor",
+    "image_std": [0.229, 0.224, 0.225],
+    "num_labels": 150,
+    "resample": 2,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"longest_edge": 1333, "shortest_edge": 384},
+    "size_divisor": 32,
+}
+
+
+def _write(folder, data):
+    path = folder / "preprocessor_config.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+@pytest.mark.parametrize(
+    "type_name",
+    ["Mask2FormerImageProcessor", "Mask2FormerImageProcessorFast", "Mask2FormerImageProcessorPil"],
+)
+def test_a_5x_file_loads_with_its_meaning(tmp_path, type_name):
+    _write(tmp_path, {**FILE_5X, "image_processor_type": type_name})
+    proc = Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    assert proc.reduce_labels is True and proc.do_reduce_labels is True
+    assert proc.num_labels == 150 and proc.ignore_index == 255 and proc.resample == 2
+    assert proc.size == {"shortest_edge": 384, "longest_edge": 1333} and proc.size_divisor == 32
+    # labels are reduced as 5.x (and 4.37.2 with reduce_labels=True) would
+    seg = np.array([[0, 1, 2], [2, 3, 0]])
+    out = proc(np.zeros((2, 3, 3), np.uint8), seg, return_tensors="np")
+    assert out["class_labels"][0].tolist() == [0, 1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = _theirs()(size=proc.size, ignore_index=255, reduce_labels=True)
+    ref_out = ref(np.zeros((2, 3, 3), np.uint8), seg, return_tensors="np")
+    assert ref_out["class_labels"][0].tolist() == [0, 1, 2]
+    # what we write back reads the same in 4.37.2 (reduce_labels) and 5.x (do_reduce_labels)
+    proc.save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "preprocessor_config.json").read_text())
+    assert again["reduce_labels"] is True and again["do_reduce_labels"] is True
+
+
+def test_5x_pad_size_and_fit_inside_size(tmp_path):
+    _write(
+        tmp_path,
+        {
+            **FILE_5X,
+            "size": {"max_height": 500, "max_width": 600},
+            "pad_size": {"height": 640, "width": 640},
+            "do_pad": True,
+            "disable_grouping": False,
+        },
+    )
+    proc = Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    images = [np.zeros((100, 200, 3), np.uint8), np.zeros((300, 100, 3), np.uint8)]
+    batch = proc(images, return_tensors="pt")
+    # 100x200 scaled by min(500/100, 600/200) = 3 -> 300x600 -> 320x608 (size_divisor 32);
+    # 300x100 by min(5/3, 6) -> 500x166 -> 512x192; both padded to pad_size
+    assert batch.pixel_values.shape == (2, 3, 640, 640)
+    assert batch.pixel_mask[0].sum() == 320 * 608 and batch.pixel_mask[1].sum() == 512 * 192
+    with pytest.raises(ValueError, match="larger than pad_size 100x100"):
+        proc(images, pad_size={"height": 100, "width": 100})
+    written = proc.to_dict()
+    assert written["pad_size"] == {"height": 640, "width": 640} and written["do_pad"] is True
+    assert "device" not in written  # None-valued 5.x settings are left out, as 5.x does
+
+
+def test_5x_output_defaults(tmp_path):
+    _write(tmp_path, {**FILE_5X, "return_tensors": "pt", "data_format": "channels_last"})
+    proc = Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    batch = proc(np.zeros((20, 30, 3), np.uint8))
+    assert isinstance(batch.pixel_values, torch.Tensor)
+    assert batch.pixel_values.shape[-1] == 3
+    assert proc(np.zeros((20, 30, 3), np.uint8), return_tensors="np").pixel_values.ndim == 4
+    cpu = Mask2FormerImageProcessor(device="cpu")(
+        np.zeros((20, 30, 3), np.uint8), return_tensors="pt"
+    )
+    assert cpu.pixel_values.device.type == "cpu"
+    with pytest.raises(ValueError, match="needs return_tensors='pt'"):
+        Mask2FormerImageProcessor(device="cpu")(np.zeros((20, 30, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"do_pad": False}, "do_pad: false is not supported"),
+        ({"do_convert_rgb": False}, "do_convert_rgb: false is not supported"),
+        ({"default_to_square": True}, "default_to_square: true is not supported"),
+        ({"pad_size": {"height": 64}}, "pad_size: expected"),
+        ({"pad_size": {"height": 64, "width": 0}}, "pad_size.width: must be"),
+        ({"data_format": "NCHW"}, "data_format: unknown data_format"),
+        ({"return_tensors": "tf"}, "return_tensors: unknown return_tensors"),
+        ({"device": 0}, "device: expected a device name"),
+        ({"size": {"max_height": 500}}, "size: expected the keys"),
+        ({"disable_grouping": "no"}, "disable_grouping: expected true or false"),
+    ],
+)
+def test_5x_settings_we_do_not_follow_are_errors(tmp_path, changes, message):
+    path = _write(tmp_path, {**FILE_5X, **changes})
+    with pytest.raises(ConfigError, match=message) as error:
+        Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+def test_5x_null_settings_are_accepted(tmp_path):
+    nulls = {
+        "pad_size": None,
+        "do_pad": None,
+        "do_convert_rgb": None,
+        "device": None,
+        "return_tensors": None,
+        "crop_size": None,
+        "do_center_crop": None,
+        "input_data_format": None,
+        "num_labels": None,
+    }
+    _write(tmp_path, {**FILE_5X, **nulls})
+    proc = Mask2FormerImageProcessor.from_pretrained(tmp_path)
+    assert proc.pad_size is None and proc.num_labels is None
+    assert proc(np.zeros((20, 30, 3), np.uint8), return_tensors="pt").pixel_values.shape[:2] == (
+        1,
+        3,
+    )

@@ -34,15 +34,16 @@ def encode_batch(
     reduce_labels: bool,
     return_tensors: Optional[str],
     data_format: str,
+    pad_size: Optional[Dict[str, int]] = None,
 ) -> BatchFeature:
-    """Pad (H, W, C) images and (H, W) maps bottom/right to the largest image; build
-    ``pixel_values``, ``pixel_mask`` and, with maps, ``mask_labels``/``class_labels`` in the
-    requested types (see ``Mask2FormerImageProcessor.preprocess``)."""
+    """Pad (H, W, C) images and (H, W) maps bottom/right to the largest image (or to
+    ``pad_size``, {"height", "width"}); build ``pixel_values``, ``pixel_mask`` and, with maps,
+    ``mask_labels``/``class_labels`` in the requested types (see
+    ``Mask2FormerImageProcessor.preprocess``)."""
     if return_tensors not in (None, "pt", "np"):
         raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
     channels_first = _data_format(data_format) != "channels_last"
-    pad_h = max(im.shape[0] for im in images)
-    pad_w = max(im.shape[1] for im in images)
+    pad_h, pad_w = _padded_size(images, pad_size)
     pixel_values, pixel_mask = [], []
     for im in images:
         padded = pad_to(im.astype(np.float32, copy=False), pad_h, pad_w)
@@ -70,6 +71,20 @@ def encode_batch(
         data["mask_labels"] = mask_labels
         data["class_labels"] = class_labels
     return BatchFeature(data)
+
+
+def _padded_size(images: List[np.ndarray], pad_size: Optional[Dict[str, int]]) -> Tuple[int, int]:
+    """(height, width) of the padded batch: ``pad_size``, or the largest image."""
+    if pad_size is None:
+        return max(im.shape[0] for im in images), max(im.shape[1] for im in images)
+    pad_h, pad_w = int(pad_size["height"]), int(pad_size["width"])
+    for i, im in enumerate(images):
+        if im.shape[0] > pad_h or im.shape[1] > pad_w:
+            raise ValueError(
+                f"images[{i}] is {im.shape[0]}x{im.shape[1]} after resizing, larger than "
+                f"pad_size {pad_h}x{pad_w}"
+            )
+    return pad_h, pad_w
 
 
 def _convert(array: np.ndarray, return_tensors: Optional[str]) -> Any:

@@ -22,8 +22,15 @@ from . import postprocess
 from .batch import BatchFeature
 from .encoding import as_list, encode_batch
 from .labels import segmentation_map_to_binary_masks
+from .later_settings import LATER_KEYS, read_later_settings, read_pad_size
 from .preprocess import PreprocessSettings, prepare_image, prepare_map, split_maps
-from .processor_checks import channel_stats, check_resample, pop_max_size, read_size
+from .processor_checks import (
+    channel_stats,
+    check_resample,
+    pop_max_size,
+    read_reduce_labels,
+    read_size,
+)
 from .processor_files import CONFIG_NAME, ProcessorFiles
 from .transforms import (
     _channels_last,
@@ -60,29 +67,6 @@ _ARGUMENTS = (
 )
 
 
-def _reduce_labels(reduce_labels: Any, kwargs: Dict[str, Any], written_by_4x: bool) -> bool:
-    """``reduce_labels`` (transformers 4.x), or ``do_reduce_labels`` (its name in 5.x).
-
-    When both are given and disagree, the file is one that a transformers version wrote while
-    keeping the other name as an unused attribute (4.37.2 keeps its tests' ``do_reduce_labels``;
-    5.x keeps a 4.x file's ``reduce_labels``): the name that version reads wins, and 4.x files
-    are the ones with ``_max_size`` (5.x never writes it). A warning says so."""
-    other = kwargs.pop("do_reduce_labels", None)
-    other = None if other is None else check_bool("do_reduce_labels", other)
-    if reduce_labels is None:
-        return False if other is None else other
-    reduce_labels = check_bool("reduce_labels", reduce_labels)
-    if other is None or other == reduce_labels:
-        return reduce_labels
-    used, value = ("reduce_labels", reduce_labels) if written_by_4x else ("do_reduce_labels", other)
-    warnings.warn(
-        f"reduce_labels ({reduce_labels}) and do_reduce_labels ({other}) disagree; using "
-        f"{used} ({value}), the name the transformers version that wrote these settings reads",
-        stacklevel=3,
-    )
-    return value
-
-
 class Mask2FormerImageProcessor(ProcessorFiles):
     """Prepares images (and label maps) for Mask2Former and turns its outputs into segmentations.
 
@@ -106,13 +90,18 @@ class Mask2FormerImageProcessor(ProcessorFiles):
     """
 
     model_input_names = ["pixel_values", "pixel_mask"]
-    _SETTING_KEYS = _ARGUMENTS + (
-        "do_reduce_labels",
-        "max_size",
-        "_max_size",
-        "size_divisibility",
-        "num_labels",
+    _SETTING_KEYS = (
+        _ARGUMENTS
+        + (
+            "do_reduce_labels",
+            "max_size",
+            "_max_size",
+            "size_divisibility",
+            "num_labels",
+        )
+        + LATER_KEYS
     )
+    _OMIT_WHEN_NONE = LATER_KEYS
 
     def __init__(
         self,
@@ -161,11 +150,14 @@ class Mask2FormerImageProcessor(ProcessorFiles):
         self.ignore_index = optional(partial(check_int, low=INT32[0], high=INT32[1]))(
             "ignore_index", ignore_index
         )
-        self.reduce_labels = _reduce_labels(reduce_labels, kwargs, written_by_4x)
+        self.reduce_labels = read_reduce_labels(reduce_labels, kwargs, written_by_4x)
         if "num_labels" in kwargs:
             kwargs["num_labels"] = optional(partial(check_int, low=1, high=MAX_LABELS))(
                 "num_labels", kwargs["num_labels"]
             )
+        # Keys of transformers 5.x (later_settings.py says what each does here).
+        for key, value in read_later_settings(kwargs).items():
+            setattr(self, key, value)
         self._set_unknown(kwargs)
 
     def _set_unknown(self, kwargs: Dict[str, Any]) -> None:
@@ -209,8 +201,10 @@ class Mask2FormerImageProcessor(ProcessorFiles):
         ignore_index: Optional[int] = None,
         reduce_labels: Optional[bool] = None,
         return_tensors: Optional[str] = None,
-        data_format: str = "channels_first",
+        data_format: Optional[str] = None,
         input_data_format: Optional[str] = None,
+        pad_size: Optional[Dict[str, int]] = None,
+        device: Optional[str] = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Model inputs for one image or a batch (PIL images, arrays or tensors, or lists of them).
@@ -219,11 +213,14 @@ class Mask2FormerImageProcessor(ProcessorFiles):
         ``data_format="channels_last"``), ``pixel_mask`` (B, H, W) int64 (1 = real pixel), and with
         ``segmentation_maps`` also ``mask_labels`` (list of (N_i, H, W) float32) and
         ``class_labels`` (list of (N_i,) int64). ``return_tensors``: "pt" for torch tensors, "np"
-        for numpy arrays, None for lists of numpy arrays.
+        for numpy arrays, None for lists of numpy arrays. ``pad_size`` ({"height", "width"}) pads
+        to that size instead of the largest image; ``device`` moves "pt" tensors there. Unset
+        arguments take the processor's settings (``data_format``: "channels_first").
         """
         kwargs.pop("pad_and_return_pixel_mask", None)  # deprecated no-op of the reference
         if kwargs:
             raise TypeError(f"preprocess() got unexpected arguments: {sorted(kwargs)}")
+        input_data_format = input_data_format or self.input_data_format
         settings = PreprocessSettings(
             do_resize=self.do_resize if do_resize is None else do_resize,
             size=self.size if size is None else normalize_size(size, self._max_size),
@@ -249,15 +246,27 @@ class Mask2FormerImageProcessor(ProcessorFiles):
             processed.append(pixels)
             if map_list is not None:
                 labels.append(prepare_map(map_list[i], i, orig, out_size, settings.do_resize))
-        return encode_batch(
+        return_tensors = return_tensors or self.return_tensors
+        batch = encode_batch(
             processed,
             labels if map_list is not None else None,
             instance_id_to_semantic_id,
             self.ignore_index if ignore_index is None else ignore_index,
             self.reduce_labels if reduce_labels is None else reduce_labels,
             return_tensors,
-            data_format,
+            data_format or self.data_format or "channels_first",
+            self.pad_size if pad_size is None else read_pad_size(pad_size),
         )
+        return self._to_device(batch, device, return_tensors)
+
+    def _to_device(self, batch: BatchFeature, device: Optional[str], return_tensors: Any):
+        """The batch on ``device`` (or the ``device`` setting); torch tensors only."""
+        device = device or self.device
+        if device is None:
+            return batch
+        if return_tensors != "pt":
+            raise ValueError(f"device={device!r} needs return_tensors='pt' (torch tensors)")
+        return batch.to(device)
 
     def encode_inputs(
         self,
@@ -268,8 +277,10 @@ class Mask2FormerImageProcessor(ProcessorFiles):
         reduce_labels: bool = False,
         return_tensors: Optional[str] = None,
         input_data_format: Optional[str] = None,
+        pad_size: Optional[Dict[str, int]] = None,
     ) -> BatchFeature:
-        """Pad already processed images to the largest one, make ``pixel_mask``, and turn each
+        """Pad already processed images to the largest one (or ``pad_size``, {"height",
+        "width"}, or the ``pad_size`` setting), make ``pixel_mask``, and turn each
         segmentation map into binary masks with one class each (``[[2, 6, 7, 9]]`` gives four
         masks with classes [2, 6, 7, 9]). Images are (C, H, W) (or (H, W, C)) arrays/tensors; the
         output keeps channels first as the model expects."""
@@ -297,6 +308,7 @@ class Mask2FormerImageProcessor(ProcessorFiles):
             self.reduce_labels if reduce_labels is None else reduce_labels,
             return_tensors,
             "channels_first",
+            self.pad_size if pad_size is None else read_pad_size(pad_size),
         )
 
     def convert_segmentation_map_to_binary_masks(

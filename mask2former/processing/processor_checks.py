@@ -4,21 +4,37 @@ each bad value is a :class:`~mask2former._config_base.ConfigError` naming its fi
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, Dict, List
 
 import numpy as np
 
-from .._config_base import MAX_SIDE, ConfigError, check_float, check_int, check_list, optional, show
-from .transforms import normalize_size
+from .._config_base import (
+    MAX_SIDE,
+    ConfigError,
+    check_bool,
+    check_float,
+    check_int,
+    check_list,
+    optional,
+    show,
+)
+from .transforms import SIZE_KEYS, normalize_size
 
-__all__ = ["check_resample", "channel_stats", "pop_max_size", "read_size", "RESAMPLE_FILTERS"]
+__all__ = [
+    "check_resample",
+    "channel_stats",
+    "pop_max_size",
+    "read_reduce_labels",
+    "read_size",
+    "RESAMPLE_FILTERS",
+]
 
 DEFAULT_MAX_SIZE = 1333
 RESAMPLE_FILTERS = {0: "NEAREST", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC", 4: "BOX", 5: "HAMMING"}
 # Per-channel statistics are in pixel units after rescaling: 0..1, or up to 65535 for 16-bit
 # images that are not rescaled. Beyond that a value is a mistake (and 1e308 overflows float32).
 MAX_PIXEL_STAT = 65536.0
-SIZE_KEYS = ({"shortest_edge", "longest_edge"}, {"height", "width"}, {"shortest_edge"})
 
 
 def _side(name: str, value: Any) -> int:
@@ -33,8 +49,9 @@ def _check_size(value: Any) -> None:
     elif isinstance(value, dict):
         if set(value) not in SIZE_KEYS:
             raise ConfigError(
-                f"size: expected the keys {{'shortest_edge', 'longest_edge'}}, {{'height', "
-                f"'width'}} or {{'shortest_edge'}}, got {show(sorted(map(str, value)))}"
+                "size: expected the keys {'shortest_edge', 'longest_edge'}, {'height', "
+                "'width'}, {'shortest_edge'} or {'max_height', 'max_width'}, got "
+                f"{show(sorted(map(str, value)))}"
             )
         for key, side in value.items():
             _side(f"size.{key}", side)
@@ -98,3 +115,26 @@ def read_size(size: Any, max_size: int) -> Dict[str, int]:
     out = normalize_size(size, max_size)
     _check_edges(out)
     return out
+
+
+def read_reduce_labels(reduce_labels: Any, kwargs: Dict[str, Any], written_by_4x: bool) -> bool:
+    """``reduce_labels`` (transformers 4.x), or ``do_reduce_labels`` (its name in 5.x).
+
+    When both are given and disagree, the file is one that a transformers version wrote while
+    keeping the other name as an unused attribute (4.37.2 keeps its tests' ``do_reduce_labels``;
+    5.x keeps a 4.x file's ``reduce_labels``): the name that version reads wins, and 4.x files
+    are the ones with ``_max_size`` (5.x never writes it). A warning says so."""
+    other = kwargs.pop("do_reduce_labels", None)
+    other = None if other is None else check_bool("do_reduce_labels", other)
+    if reduce_labels is None:
+        return False if other is None else other
+    reduce_labels = check_bool("reduce_labels", reduce_labels)
+    if other is None or other == reduce_labels:
+        return reduce_labels
+    used, value = ("reduce_labels", reduce_labels) if written_by_4x else ("do_reduce_labels", other)
+    warnings.warn(
+        f"reduce_labels ({reduce_labels}) and do_reduce_labels ({other}) disagree; using "
+        f"{used} ({value}), the name the transformers version that wrote these settings reads",
+        stacklevel=3,
+    )
+    return value

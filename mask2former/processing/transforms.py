@@ -154,10 +154,19 @@ def to_label_array(seg_map: Any, what: str = "segmentation map") -> np.ndarray:
     return arr.astype(np.int64)
 
 
+# The forms of a size dict: 4.37.2's three, and 5.x's fit-inside box.
+SIZE_KEYS = (
+    {"shortest_edge", "longest_edge"},
+    {"height", "width"},
+    {"shortest_edge"},
+    {"max_height", "max_width"},
+)
+
+
 def normalize_size(size: Any, max_size: Optional[int] = None) -> Dict[str, int]:
     """The ``size`` argument as a dict: an int is the shortest edge (longest edge ``max_size``),
-    a pair is (height, width), a dict must have shortest_edge (and optionally longest_edge) or
-    height and width."""
+    a pair is (height, width), a dict must have shortest_edge (and optionally longest_edge),
+    height and width, or max_height and max_width (transformers 5.x)."""
     if isinstance(size, bool):
         raise TypeError(f"size must be an int, a (height, width) pair or a dict, got {size!r}")
     if isinstance(size, int):
@@ -169,11 +178,12 @@ def normalize_size(size: Any, max_size: Optional[int] = None) -> Dict[str, int]:
         return {"height": int(size[0]), "width": int(size[1])}
     if isinstance(size, dict):
         keys = set(size)
-        if keys in ({"shortest_edge", "longest_edge"}, {"height", "width"}, {"shortest_edge"}):
+        if keys in SIZE_KEYS:
             return {k: int(v) for k, v in size.items()}
     raise ValueError(
         "size must be an int, a (height, width) pair or a dict with keys {'shortest_edge', "
-        f"'longest_edge'}}, {{'height', 'width'}} or {{'shortest_edge'}}; got {size!r}"
+        "'longest_edge'}, {'height', 'width'}, {'shortest_edge'} or {'max_height', "
+        f"'max_width'}}; got {size!r}"
     )
 
 
@@ -184,10 +194,15 @@ def get_output_size(
 
     With shortest_edge s and longest_edge m the short side becomes s and the long side
     ``int(s * long / short)``; if that exceeds m, the long side becomes m and the short side
-    ``int(m * s / long)``. 480x640 -> 800x1066 -> 800x1088 with size_divisor 32.
+    ``int(m * s / long)``. 480x640 -> 800x1066 -> 800x1088 with size_divisor 32. With
+    max_height and max_width (transformers 5.x) the image is scaled, up or down, by the largest
+    factor that fits both: 100x200 in 50x50 -> 25x50.
     """
     if "height" in size:
         out_h, out_w = size["height"], size["width"]
+    elif "max_height" in size:
+        scale = min(size["max_height"] / height, size["max_width"] / width)
+        out_h, out_w = int(height * scale), int(width * scale)
     else:
         short, long = (height, width) if height <= width else (width, height)
         new_short = size["shortest_edge"]
