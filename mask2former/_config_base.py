@@ -226,8 +226,21 @@ class JsonConfig:
         out["model_type"] = self.model_type
         return out
 
+    def validate(self) -> None:  # pragma: no cover - every config class defines its checks
+        raise NotImplementedError
+
     @classmethod
     def from_dict(cls, data: Dict[str, Any]):
+        """The config that ``data`` (e.g. a parsed config.json) describes, validated at once:
+        a dict is what a file holds, so its errors are reported here, naming the field."""
+        config = cls._from_dict_unchecked(data)
+        config.validate()
+        return config
+
+    @classmethod
+    def _from_dict_unchecked(cls, data: Dict[str, Any]):
+        """``cls(**data)`` after checking ``model_type``; the fields are not validated yet
+        (the nested backbone of a Mask2Former config is validated with its parent)."""
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
         data = dict(data)

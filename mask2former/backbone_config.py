@@ -234,7 +234,6 @@ class SwinConfig(_StagedConfig):
         self.depths = _int_sizes("depths", self.depths)
         self.out_features = self._resolve_out_features(out_features, out_indices)
         self._set_extras(kwargs)
-        self.validate()
 
     @property
     def num_layers(self) -> int:
@@ -344,7 +343,6 @@ class ResNetConfig(_StagedConfig):
         self.depths = _int_sizes("depths", self.depths)
         self.out_features = self._resolve_out_features(out_features, out_indices)
         self._set_extras(kwargs)
-        self.validate()
 
     @property
     def stage_channels(self) -> List[int]:
@@ -384,7 +382,7 @@ BackboneConfig = Union[SwinConfig, ResNetConfig]
 BACKBONE_CONFIGS = {cls.model_type: cls for cls in (SwinConfig, ResNetConfig)}
 
 
-def backbone_config_from_dict(data: Dict[str, Any]) -> BackboneConfig:
+def backbone_config_from_dict(data: Dict[str, Any], validate: bool = True) -> BackboneConfig:
     """The backbone config class that ``data["model_type"]`` names, read from ``data``.
 
     A dict without ``model_type`` is read as Swin, the backbone of every published checkpoint.
@@ -396,4 +394,5 @@ def backbone_config_from_dict(data: Dict[str, Any]) -> BackboneConfig:
             f"model_type: backbone model_type {show(model_type)} is not supported; choose from "
             f"{sorted(BACKBONE_CONFIGS)}"
         )
-    return BACKBONE_CONFIGS[model_type].from_dict(data)
+    config_class = BACKBONE_CONFIGS[model_type]
+    return config_class.from_dict(data) if validate else config_class._from_dict_unchecked(data)

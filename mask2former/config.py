@@ -65,7 +65,7 @@ def _backbone(value: Any) -> BackboneConfig:
         return _default_backbone()
     if isinstance(value, dict):
         with prefixed("backbone_config."):
-            return backbone_config_from_dict(value)
+            return backbone_config_from_dict(value, validate=False)
     if not isinstance(value, tuple(BACKBONE_CONFIGS.values())):
         raise ConfigError(
             "backbone_config: must be a SwinConfig, a ResNetConfig or a dict with model_type "
@@ -186,7 +186,9 @@ class Mask2FormerConfig(JsonConfig):
         # from_pretrained(torch_dtype="auto")); None: not recorded.
         self.torch_dtype = kwargs.pop("torch_dtype", None)
         self._set_extras(kwargs)
-        self.validate()
+        # Not validated here: as in transformers, a config may be built and then changed field
+        # by field; the model validates it when it is built (and from_dict / from_pretrained
+        # when it is read).
 
     # -- derived values ------------------------------------------------------------------------
 

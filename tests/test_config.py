@@ -115,16 +115,16 @@ def test_from_backbone_config():
 )
 def test_validation_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        Mask2FormerConfig(**kwargs)
+        Mask2FormerConfig(**kwargs).validate()
 
 
 def test_swin_validation():
     with pytest.raises(ConfigError, match="heads do not divide"):
-        SwinConfig(embed_dim=96, num_heads=[5, 6, 12, 24])
+        SwinConfig(embed_dim=96, num_heads=[5, 6, 12, 24]).validate()
     with pytest.raises(ConfigError, match="same length"):
-        SwinConfig(depths=[2, 2], num_heads=[3, 6, 12])
+        SwinConfig(depths=[2, 2], num_heads=[3, 6, 12]).validate()
     with pytest.raises(ConfigError, match="4-stage"):
-        Mask2FormerConfig(backbone_config=SwinConfig(out_features=["stage4"]))
+        Mask2FormerConfig(backbone_config=SwinConfig(out_features=["stage4"])).validate()
 
 
 # -- field-by-field validation (issue 20, item 12) ---------------------------------------------
@@ -226,9 +226,11 @@ def test_validate_checks_fields_changed_after_construction():
 
 def test_canonical_values():
     config = Mask2FormerConfig(class_weight=2, feature_strides=(4, 8, 16, 32))
+    config.validate()
     assert config.class_weight == 2.0 and isinstance(config.class_weight, float)
     assert config.feature_strides == [4, 8, 16, 32]
     swin = SwinConfig(depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24))
+    swin.validate()
     assert swin.depths == [2, 2, 2, 2] and swin.num_heads == [3, 6, 12, 24]
 
 
@@ -252,14 +254,14 @@ def test_canonical_values():
 )
 def test_swin_field_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        SwinConfig(**kwargs)
+        SwinConfig(**kwargs).validate()
 
 
 def test_mask2former_needs_stride_4_patches():
     stages = ["stage1", "stage2", "stage3", "stage4"]
     backbone = {"model_type": "swin", "patch_size": 8, "out_features": stages}
     with pytest.raises(ConfigError, match="backbone_config.patch_size: 8 gives the stages"):
-        Mask2FormerConfig(backbone_config=backbone)
+        Mask2FormerConfig(backbone_config=backbone).validate()
 
 
 def test_every_field_has_a_check():

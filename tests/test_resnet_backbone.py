@@ -231,20 +231,21 @@ def test_config_is_read_and_written_like_transformers(tmp_path):
 )
 def test_resnet_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        ResNetConfig(**kwargs)
+        ResNetConfig(**kwargs).validate()
 
 
 def test_mask2former_config_backbone_errors():
     with pytest.raises(ConfigError, match="'convnext'"):
-        Mask2FormerConfig(backbone_config={"model_type": "convnext"})
+        Mask2FormerConfig(backbone_config={"model_type": "convnext"}).validate()
     with pytest.raises(ConfigError, match="4-stage"):
-        Mask2FormerConfig(backbone_config=ResNetConfig())  # out_features: the last stage only
+        # out_features: the last stage only
+        Mask2FormerConfig(backbone_config=ResNetConfig()).validate()
     with pytest.raises(ConfigError, match="downsample_in_first_stage"):
         Mask2FormerConfig(
             backbone_config=ResNetConfig(out_features=STAGES, downsample_in_first_stage=True)
-        )
+        ).validate()
     with pytest.raises(ConfigError, match="ResNetConfig"):
-        Mask2FormerConfig(backbone_config=object())
+        Mask2FormerConfig(backbone_config=object()).validate()
 
 
 def test_from_scratch_init_and_training_step():
