@@ -322,3 +322,50 @@ def test_5x_null_settings_are_accepted(tmp_path):
         1,
         3,
     )
+
+
+# -- binary_mask_to_rle (issue 22, item 6) -------------------------------------------------------
+
+
+def _their_rle(mask):
+    from transformers.models.mask2former.image_processing_mask2former import binary_mask_to_rle
+
+    return [int(v) for v in binary_mask_to_rle(mask)]
+
+
+def test_binary_mask_to_rle_is_exported_where_transformers_has_it():
+    from mask2former.processing import binary_mask_to_rle as from_package
+    from mask2former.processing.image_processor import binary_mask_to_rle as from_module
+
+    assert from_package is from_module
+
+
+def test_binary_mask_to_rle_example():
+    from mask2former.processing import binary_mask_to_rle
+
+    mask = np.zeros((20, 50))
+    mask[0, 20:] = 1
+    mask[1, :15] = 1
+    mask[5, :10] = 1
+    rle = binary_mask_to_rle(mask)
+    # row 0 from column 20 runs on into row 1: one run of 30 + 15 pixels starting at pixel 21
+    assert rle == [21, 45, 251, 10] == _their_rle(mask)
+    assert all(type(v) is int for v in rle)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_binary_mask_to_rle_matches_transformers(seed):
+    from mask2former.processing import binary_mask_to_rle
+
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 40, size=2)
+    mask = rng.random((h, w)) < rng.random()
+    if seed == 0:
+        mask[:] = False
+    if seed == 1:
+        mask[:] = True
+    expected = _their_rle(mask.astype(np.int64))
+    assert binary_mask_to_rle(mask) == expected  # bool
+    assert binary_mask_to_rle(mask.astype(np.float32)) == expected  # 0.0 / 1.0
+    assert binary_mask_to_rle(torch.from_numpy(mask.astype(np.int64))) == expected
+    assert _their_rle(torch.from_numpy(mask.astype(np.int64))) == expected

@@ -32,6 +32,7 @@ from .processor_checks import (
     read_size,
 )
 from .processor_files import CONFIG_NAME, ProcessorFiles
+from .rle import binary_mask_to_rle  # exported here too, as transformers does
 from .transforms import (
     _channels_last,
     _is_torch_tensor,
@@ -39,7 +40,7 @@ from .transforms import (
     to_label_array,
 )
 
-__all__ = ["Mask2FormerImageProcessor", "CONFIG_NAME"]
+__all__ = ["Mask2FormerImageProcessor", "CONFIG_NAME", "binary_mask_to_rle"]
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
