@@ -65,13 +65,19 @@ class ProcessorFiles:
     # Keys the processor models (constructor arguments, their aliases and the keys of other
     # transformers versions); from_dict(return_unused_kwargs=True) returns the others unused.
     _SETTING_KEYS: Tuple[str, ...] = ()
+    # Settings left out of the file while they are None (transformers 5.x writes them so).
+    _OMIT_WHEN_NONE: Tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ dicts and strings
     def to_dict(self) -> Dict[str, Any]:
         """The settings as written to ``preprocessor_config.json``: every public attribute
         (unknown keys of a loaded file included), ``_max_size``, ``do_reduce_labels`` (the
         name transformers 5.x reads) and ``image_processor_type``."""
-        out = {k: copy.deepcopy(v) for k, v in vars(self).items() if not k.startswith("_")}
+        out = {
+            k: copy.deepcopy(v)
+            for k, v in vars(self).items()
+            if not k.startswith("_") and not (v is None and k in self._OMIT_WHEN_NONE)
+        }
         out["_max_size"] = self._max_size
         out["do_reduce_labels"] = out["reduce_labels"]
         out["image_processor_type"] = type(self).__name__
