@@ -174,6 +174,11 @@ def test_from_pretrained_options(tmp_path):
         resume_download=False,
     )
     assert proc.size["shortest_edge"] == 256
+    # download options do nothing for a local folder, as in transformers
+    local = Mask2FormerImageProcessor.from_pretrained(
+        tmp_path, revision="v1", cache_dir=str(tmp_path / "cache"), local_files_only=True
+    )
+    assert local.size["shortest_edge"] == 256
     with pytest.raises(TypeError, match="proxies"):
         Mask2FormerImageProcessor.from_pretrained(tmp_path, proxies={"https": "x:1"})
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._config_base import ConfigError, prefixed, read_json_object
 from ..files import write_text
-from ..hub import resolve_file
+from ..hub import BUILTIN_MODELS_DIR, resolve_file
 
 __all__ = ["ProcessorFiles", "CONFIG_NAME", "ALIASES"]
 
@@ -57,6 +57,12 @@ def _hub_options(options: Dict[str, Any]) -> Dict[str, Any]:
     if options.get("revision") is None:
         options["revision"] = "main"
     return {k: v for k, v in options.items() if v != _HUB_DEFAULTS.get(k)}
+
+
+def _is_local(source: Union[str, os.PathLike]) -> bool:
+    """Whether ``source`` is a local folder or file, or a built-in model (not a hub id)."""
+    path = os.fspath(source)
+    return os.path.exists(path) or os.path.isdir(os.path.join(BUILTIN_MODELS_DIR, path))
 
 
 class ProcessorFiles:
@@ -174,8 +180,10 @@ class ProcessorFiles:
             )
         subfolder = kwargs.pop("subfolder", "") or ""
         filename = f"{subfolder.strip('/')}/{CONFIG_NAME}" if subfolder else CONFIG_NAME
-        # Only options that differ from the defaults are passed on: a local folder needs none.
-        path = resolve_file(pretrained_model_name_or_path, filename, **_hub_options(options))
+        options = _hub_options(options)
+        if _is_local(pretrained_model_name_or_path):
+            options = {}  # download options do nothing for local files (as in transformers)
+        path = resolve_file(pretrained_model_name_or_path, filename, **options)
         config = read_json_object(path)
         # The file alone first, so that an error in it is blamed on it and not on kwargs.
         with prefixed(f"{path}: "):
