@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 __all__ = ["ACTIVATIONS", "CONFIG_NAME", "ConfigError", "JsonConfig"]
@@ -49,6 +50,7 @@ MAX_QUERIES = 100_000
 MAX_LABELS = 1_000_000
 MAX_SIDE = 16384  # pixels of an image side
 MAX_INPUT_CHANNELS = 1024
+MAX_STAGES = 8  # backbone stages: widths double at each, so more would exceed MAX_WIDTH anyway
 MAX_LOSS_WEIGHT = 1e6
 INT32 = (-(2**31), 2**31 - 1)  # label values (ignore_value, ignore_index)
 
@@ -149,6 +151,55 @@ def check_list(
 def int_list(name: str, value: Any, min_len: int = 1, max_len: int = 64) -> List[int]:
     """A list of integers (ranges are the caller's, whose messages say why)."""
     return check_list(name, value, check_int, min_len, max_len)
+
+
+def stage_names_of(num_stages: int) -> List[str]:
+    return ["stem"] + [f"stage{i + 1}" for i in range(num_stages)]
+
+
+def check_probability(name: str, value: Any) -> float:
+    """A dropout-like rate: 1 would drop everything (and divide by zero in drop path)."""
+    return check_float(name, value, 0.0, 1.0, high_open=True)
+
+
+def check_stage_names(name: str, value: Any) -> List[str]:
+    def item(entry_name: str, entry: Any) -> str:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{entry_name}: expected a stage name, got {show(entry)}")
+        return entry
+
+    return check_list(name, value, item, min_len=1, max_len=MAX_STAGES + 1)
+
+
+def check_image_size(name: str, value: Any) -> Union[int, List[int]]:
+    """An int, or (height, width) as transformers also accepts."""
+    side = partial(check_int, low=1, high=MAX_SIDE)
+    if isinstance(value, (list, tuple)):
+        return check_list(name, value, side, min_len=2, max_len=2)
+    return side(name, value)
+
+
+def check_stage_sizes(name: str, value: Any) -> List[int]:
+    """A list with one integer per stage (ranges are checked with the other stage fields)."""
+    return int_list(name, value, min_len=1, max_len=MAX_STAGES)
+
+
+def take_alias(kwargs: Dict[str, Any], alias: str, name: str, value: Any, default: Any) -> Any:
+    """The value of field ``name``, given ``value`` as its own argument and perhaps ``alias``
+    (transformers' common name for the same field) in ``kwargs``, from where it is removed.
+
+    The alias wins over the field's default, as in transformers (where it is set last); two
+    different values given for both are a ConfigError naming both.
+    """
+    if alias not in kwargs:
+        return value
+    given = kwargs.pop(alias)
+    if value != default and given != value:
+        raise ConfigError(
+            f"{alias}: {show(given)} disagrees with {name}={show(value)} ({alias} is another "
+            f"name for {name})"
+        )
+    return given
 
 
 def optional(check: Check) -> Check:

@@ -14,6 +14,7 @@ from ._config_base import (
     MAX_INPUT_CHANNELS,
     MAX_LAYERS,
     MAX_SIDE,
+    MAX_STAGES,
     MAX_WIDTH,
     Check,
     ConfigError,
@@ -22,10 +23,15 @@ from ._config_base import (
     check_bool,
     check_choice,
     check_float,
+    check_image_size,
     check_int,
-    check_list,
+    check_probability,
+    check_stage_names,
+    check_stage_sizes,
     int_list,
     show,
+    stage_names_of,
+    take_alias,
 )
 
 __all__ = [
@@ -36,41 +42,9 @@ __all__ = [
     "backbone_config_from_dict",
 ]
 
-MAX_STAGES = 8  # widths double at every stage, so more would exceed MAX_WIDTH anyway
 MAX_WINDOW = 32  # each Swin block keeps a (window^2, window^2) int64 index: 8 MB at 32
 MAX_PATCH = 64
 MAX_MLP_RATIO = 64.0
-
-
-def _stage_names(num_stages: int) -> List[str]:
-    return ["stem"] + [f"stage{i + 1}" for i in range(num_stages)]
-
-
-def _probability(name: str, value: Any) -> float:
-    """A dropout-like rate: 1 would drop everything (and divide by zero in drop path)."""
-    return check_float(name, value, 0.0, 1.0, high_open=True)
-
-
-def _str_list(name: str, value: Any) -> List[str]:
-    def item(entry_name: str, entry: Any) -> str:
-        if not isinstance(entry, str):
-            raise ConfigError(f"{entry_name}: expected a stage name, got {show(entry)}")
-        return entry
-
-    return check_list(name, value, item, min_len=1, max_len=MAX_STAGES + 1)
-
-
-def _image_size(name: str, value: Any) -> Union[int, List[int]]:
-    """An int, or (height, width) as transformers also accepts."""
-    side = partial(check_int, low=1, high=MAX_SIDE)
-    if isinstance(value, (list, tuple)):
-        return check_list(name, value, side, min_len=2, max_len=2)
-    return side(name, value)
-
-
-def _int_sizes(name: str, value: Any) -> List[int]:
-    """A list with one integer per stage (ranges are checked with the other stage fields)."""
-    return int_list(name, value, min_len=1, max_len=MAX_STAGES)
 
 
 class _StagedConfig(JsonConfig):
@@ -87,7 +61,7 @@ class _StagedConfig(JsonConfig):
 
     @property
     def stage_names(self) -> List[str]:
-        return _stage_names(len(self.depths))
+        return stage_names_of(len(self.depths))
 
     @property
     def out_indices(self) -> List[int]:
@@ -117,7 +91,7 @@ class _StagedConfig(JsonConfig):
             from_indices = [names[i] for i in out_indices]
         if out_features is None:
             return from_indices if from_indices is not None else [names[-1]]
-        out_features = _str_list("out_features", out_features)
+        out_features = check_stage_names("out_features", out_features)
         if from_indices is not None and out_features != from_indices:
             raise ConfigError(
                 f"out_features: {out_features} and out_indices {list(out_indices)} name "
@@ -170,24 +144,24 @@ class SwinConfig(_StagedConfig):
         "initializer_range", "layer_norm_eps", "encoder_stride", "out_features",
     )  # fmt: skip
     _checks = {
-        "image_size": _image_size,
+        "image_size": check_image_size,
         "patch_size": partial(check_int, low=1, high=MAX_PATCH),
         "num_channels": partial(check_int, low=1, high=MAX_INPUT_CHANNELS),
         "embed_dim": partial(check_int, low=1, high=MAX_WIDTH),
-        "depths": _int_sizes,
-        "num_heads": _int_sizes,
+        "depths": check_stage_sizes,
+        "num_heads": check_stage_sizes,
         "window_size": partial(check_int, low=1, high=MAX_WINDOW),
         "mlp_ratio": partial(check_float, low=0.0, high=MAX_MLP_RATIO, low_open=True),
         "qkv_bias": check_bool,
-        "hidden_dropout_prob": _probability,
-        "attention_probs_dropout_prob": _probability,
-        "drop_path_rate": _probability,
+        "hidden_dropout_prob": check_probability,
+        "attention_probs_dropout_prob": check_probability,
+        "drop_path_rate": check_probability,
         "hidden_act": partial(check_choice, choices=ACTIVATIONS),
         "use_absolute_embeddings": check_bool,
         "initializer_range": partial(check_float, low=0.0, high=100.0),
         "layer_norm_eps": partial(check_float, low=0.0, high=1.0, low_open=True),
         "encoder_stride": partial(check_int, low=1, high=MAX_SIDE),
-        "out_features": _str_list,
+        "out_features": check_stage_names,
     }
 
     def __init__(
@@ -218,7 +192,9 @@ class SwinConfig(_StagedConfig):
         self.num_channels = num_channels
         self.embed_dim = embed_dim
         self.depths = [2, 2, 6, 2] if depths is None else depths
+        num_heads = take_alias(kwargs, "num_attention_heads", "num_heads", num_heads, None)
         self.num_heads = [3, 6, 12, 24] if num_heads is None else num_heads
+        self._hidden_size: Optional[int] = None  # see hidden_size
         self.window_size = window_size
         self.mlp_ratio = mlp_ratio
         self.qkv_bias = qkv_bias
@@ -231,7 +207,7 @@ class SwinConfig(_StagedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.encoder_stride = encoder_stride
         # The stage names come from the number of depths, which must be a list before that.
-        self.depths = _int_sizes("depths", self.depths)
+        self.depths = check_stage_sizes("depths", self.depths)
         self.out_features = self._resolve_out_features(out_features, out_indices)
         self._set_extras(kwargs)
 
@@ -241,8 +217,24 @@ class SwinConfig(_StagedConfig):
 
     @property
     def hidden_size(self) -> int:
-        """Channels of the last stage."""
+        """Channels of the last stage, unless set: as in transformers, a piece of information
+        for other models that nothing here reads; a value set is kept but not saved."""
+        if self._hidden_size is not None:
+            return self._hidden_size
         return int(self.embed_dim * 2 ** (len(self.depths) - 1))
+
+    @hidden_size.setter
+    def hidden_size(self, value: int) -> None:
+        self._hidden_size = value
+
+    @property
+    def num_attention_heads(self) -> List[int]:
+        """Another name for ``num_heads`` (transformers' attribute_map); settable."""
+        return self.num_heads
+
+    @num_attention_heads.setter
+    def num_attention_heads(self, value: List[int]) -> None:
+        self.num_heads = value
 
     @property
     def stage_channels(self) -> List[int]:
@@ -308,13 +300,13 @@ class ResNetConfig(_StagedConfig):
     _checks = {
         "num_channels": partial(check_int, low=1, high=MAX_INPUT_CHANNELS),
         "embedding_size": partial(check_int, low=1, high=MAX_WIDTH),
-        "hidden_sizes": _int_sizes,
-        "depths": _int_sizes,
+        "hidden_sizes": check_stage_sizes,
+        "depths": check_stage_sizes,
         "layer_type": partial(check_choice, choices=layer_types),
         "hidden_act": partial(check_choice, choices=ACTIVATIONS),
         "downsample_in_first_stage": check_bool,
         "downsample_in_bottleneck": check_bool,
-        "out_features": _str_list,
+        "out_features": check_stage_names,
     }
 
     def __init__(
@@ -340,7 +332,7 @@ class ResNetConfig(_StagedConfig):
         self.downsample_in_first_stage = downsample_in_first_stage
         self.downsample_in_bottleneck = downsample_in_bottleneck
         # The stage names come from the number of depths, which must be a list before that.
-        self.depths = _int_sizes("depths", self.depths)
+        self.depths = check_stage_sizes("depths", self.depths)
         self.out_features = self._resolve_out_features(out_features, out_indices)
         self._set_extras(kwargs)
 

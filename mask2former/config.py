@@ -21,6 +21,7 @@ from ._config_base import (
     apply_checks,
     check_int,
     prefixed,
+    take_alias,
 )
 from ._model_config_checks import (
     DTYPES,
@@ -121,7 +122,7 @@ class Mask2FormerConfig(JsonConfig):
         encoder_feedforward_dim: int = 1024,
         activation_function: str = "relu",
         encoder_layers: int = 6,
-        decoder_layers: int = 10,
+        decoder_layers: Optional[int] = None,
         num_attention_heads: int = 8,
         dropout: float = 0.0,
         dim_feedforward: int = 2048,
@@ -144,6 +145,14 @@ class Mask2FormerConfig(JsonConfig):
         output_auxiliary_logits: Optional[bool] = None,
         **kwargs: Any,
     ):
+        # transformers' common names of two fields: one value each, under either name.
+        hidden_dim = take_alias(kwargs, "hidden_size", "hidden_dim", hidden_dim, 256)
+        # num_hidden_layers is also the copy of decoder_layers that config.json holds (as
+        # transformers writes it), so a decoder_layers given (say, changed in such a dict)
+        # wins; num_hidden_layers alone sets it. Default 10.
+        hidden_layers = kwargs.pop("num_hidden_layers", None)
+        if decoder_layers is None:
+            decoder_layers = 10 if hidden_layers is None else hidden_layers
         self.backbone_config = _backbone(backbone_config)
         self.feature_size = feature_size
         self.mask_feature_size = mask_feature_size
@@ -177,6 +186,15 @@ class Mask2FormerConfig(JsonConfig):
             kwargs.pop("label2id", None),
             kwargs.pop("num_labels", None),
         )
+        self._set_common_fields(kwargs)
+        self._set_extras(kwargs)
+        # Not validated here: as in transformers, a config may be built and then changed field
+        # by field; the model validates it when it is built (and from_dict / from_pretrained
+        # when it is read).
+
+    def _set_common_fields(self, kwargs: Dict[str, Any]) -> None:
+        """The fields every transformers config has that mean something here, taken out of
+        ``kwargs``."""
         # Config-level defaults of the forward pass's flags, as in transformers: a forward
         # argument left at None takes these.
         self.output_hidden_states = kwargs.pop("output_hidden_states", False)
@@ -185,10 +203,6 @@ class Mask2FormerConfig(JsonConfig):
         # The dtype the weights were saved in (written by save_pretrained, read by
         # from_pretrained(torch_dtype="auto")); None: not recorded.
         self.torch_dtype = kwargs.pop("torch_dtype", None)
-        self._set_extras(kwargs)
-        # Not validated here: as in transformers, a config may be built and then changed field
-        # by field; the model validates it when it is built (and from_dict / from_pretrained
-        # when it is read).
 
     # -- derived values ------------------------------------------------------------------------
 
@@ -210,11 +224,21 @@ class Mask2FormerConfig(JsonConfig):
 
     @property
     def num_hidden_layers(self) -> int:
+        """Another name for ``decoder_layers`` (transformers' common name); settable."""
         return self.decoder_layers
+
+    @num_hidden_layers.setter
+    def num_hidden_layers(self, value: int) -> None:
+        self.decoder_layers = value
 
     @property
     def hidden_size(self) -> int:
+        """Another name for ``hidden_dim`` (transformers' attribute_map); settable."""
         return self.hidden_dim
+
+    @hidden_size.setter
+    def hidden_size(self, value: int) -> None:
+        self.hidden_dim = value
 
     @classmethod
     def from_backbone_config(

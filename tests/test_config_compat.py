@@ -98,3 +98,62 @@ def test_from_dict_and_files_still_validate_at_once(tmp_path):
     with pytest.raises(ConfigError) as error:
         Mask2FormerConfig.from_json_file(path)
     assert str(error.value).startswith(f"{path}: num_attention_heads: 8 must divide")
+
+
+# -- transformers' other names for fields ----------------------------------------------------
+
+
+def test_hidden_size_and_num_hidden_layers_name_the_same_fields():
+    config = Mask2FormerConfig(hidden_size=64, num_hidden_layers=3)
+    assert (config.hidden_dim, config.decoder_layers) == (64, 3)
+    config.hidden_size = 32
+    config.num_hidden_layers = 4
+    assert (config.hidden_dim, config.decoder_layers) == (32, 4)
+    config.hidden_dim = 128
+    config.decoder_layers = 6
+    assert (config.hidden_size, config.num_hidden_layers) == (128, 6)
+    # As transformers' tests build their tiny model: both names, the same value.
+    config = Mask2FormerConfig(num_hidden_layers=2, decoder_layers=2, hidden_size=64)
+    assert (config.decoder_layers, config.hidden_dim) == (2, 64)
+    assert config.to_dict()["num_hidden_layers"] == 2
+    assert "hidden_size" not in config.to_dict()
+
+
+def test_transformers_common_properties_are_settable_without_validation():
+    # transformers' ConfigTester sets each common property to its index, then builds with it.
+    for index, name in enumerate(["hidden_size", "num_attention_heads", "num_hidden_layers"]):
+        config = Mask2FormerConfig()
+        setattr(config, name, index)
+        assert getattr(config, name) == index
+        assert getattr(Mask2FormerConfig(**{name: index}), name) == index
+
+
+def test_hidden_size_and_hidden_dim_that_disagree_are_an_error():
+    with pytest.raises(ConfigError, match="hidden_size: 64 disagrees with hidden_dim=128"):
+        Mask2FormerConfig(hidden_size=64, hidden_dim=128)
+
+
+def test_decoder_layers_wins_over_the_num_hidden_layers_copy_of_a_file(tmp_path):
+    # config.json holds num_hidden_layers as a copy of decoder_layers; a file (or a to_dict())
+    # whose decoder_layers was changed alone builds that many layers, as transformers does.
+    data = Mask2FormerConfig(decoder_layers=6).to_dict()
+    assert data["num_hidden_layers"] == 6
+    data["decoder_layers"] = 10
+    assert Mask2FormerConfig.from_dict(data).decoder_layers == 10
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"decoder_layers": 3, "num_hidden_layers": 9}))
+    assert Mask2FormerConfig.from_json_file(path).num_hidden_layers == 3
+    assert Mask2FormerConfig().decoder_layers == 10
+
+
+def test_swin_hidden_size_is_settable_information():
+    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])
+    assert swin.hidden_size == 128  # the last stage's channels, as in transformers
+    swin.hidden_size = 16  # transformers' tests do this; the model does not read it
+    assert swin.hidden_size == 16
+    assert swin.embed_dim == 16 and swin.stage_channels == [16, 32, 64, 128]
+    swin.validate()
+    assert SwinConfig.from_dict(swin.to_dict()) == swin
+    assert SwinConfig(num_attention_heads=[2, 4, 8, 16]).num_heads == [2, 4, 8, 16]
+    swin.num_attention_heads = [2, 2, 2, 2]
+    assert swin.num_heads == [2, 2, 2, 2]
