@@ -1,4 +1,5 @@
-"""Loading and saving checkpoints in the published layout (config.json + model.safetensors).
+"""Checkpoint files and the rules for loading them (the models' from_pretrained/save_pretrained
+are in :mod:`mask2former.modeling.pretrained`).
 
 The files use the transformers 4.37.2 key layout. A checkpoint of the segmentation model has its
 base model under the prefix ``model.``; loading it into :class:`Mask2FormerModel` drops the
@@ -6,29 +7,59 @@ prefix and the head, and a base-model checkpoint loads into the segmentation mod
 class head may be re-initialised (``ignore_mismatched_sizes=True``).
 
 Loading is strict: missing keys, unexpected keys and shape mismatches raise one
-:class:`CheckpointError` listing all of them. ``pytorch_model.bin`` files are read with
+:class:`CheckpointError` listing all of them, except for the tensors of the two tables below
+(:data:`DERIVED_TENSORS`, :data:`KNOWN_UNUSED`), the one place that says what a checkpoint
+written by transformers 4.x or 5.x may have or lack. ``pytorch_model.bin`` files are read with
 ``torch.load(weights_only=True)``, which never runs pickled code.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
-import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 
-__all__ = ["CheckpointError", "PreTrainedMixin", "load_state_dict_file"]
+__all__ = [
+    "CheckpointError",
+    "DERIVED_TENSORS",
+    "KNOWN_UNUSED",
+    "load_state_dict_file",
+    "read_checkpoint",
+    "write_weights",
+    "parse_size",
+]
+
+logger = logging.getLogger(__name__)
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 TORCH_WEIGHTS = "pytorch_model.bin"
+TORCH_INDEX = "pytorch_model.bin.index.json"
 PREFIX = "model."
 HEAD_PREFIXES = ("class_predictor.", "criterion.")
-# Derived from the config, so a checkpoint may lack it.
-OPTIONAL_KEYS = ("criterion.empty_weight",)
+# A shard's name as transformers writes it: model-00001-of-00003.safetensors.
+SHARD_NAME = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
+
+# -- the loading rules ---------------------------------------------------------------------------
+# Tensors the model computes from its config: a checkpoint may lack them (the model keeps its
+# own), and when it has them they are loaded (transformers 4.x writes them).
+DERIVED_TENSORS: Dict[str, str] = {
+    r"(^|\.)relative_position_index$": "Swin's window position index, computed from "
+    "window_size; transformers 5.x no longer saves it (a non-persistent buffer there)",
+    r"^criterion\.empty_weight$": "the loss's class weights, computed from num_labels and "
+    "no_object_weight",
+}
+# Tensors a checkpoint may have that this model does not use: skipped (logged), never loaded.
+KNOWN_UNUSED: Dict[str, str] = {
+    r"(^|\.)pixel_level_module\.encoder\.swin\.layernorm\.(weight|bias)$": "the final "
+    "layer norm of the Swin model that transformers 5.x builds inside its Swin backbone "
+    "(SwinModel.layernorm); the backbone returns the per-stage hidden_states_norms instead",
+}
 
 _DTYPES = {
     "float32": torch.float32,
@@ -43,7 +74,13 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model (keys or shapes), or cannot be read."""
 
 
-def _parse_dtype(dtype: Union[None, str, torch.dtype], config) -> Optional[torch.dtype]:
+def _matches(table: Dict[str, str], key: str) -> bool:
+    return any(re.search(pattern, key) for pattern in table)
+
+
+def parse_dtype(dtype: Union[None, str, torch.dtype], config: Any) -> Optional[torch.dtype]:
+    """``torch_dtype`` of from_pretrained: None, a torch dtype, its name, or "auto" (the
+    dtype config.json records, float32 if none)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -52,6 +89,9 @@ def _parse_dtype(dtype: Union[None, str, torch.dtype], config) -> Optional[torch
     if name not in _DTYPES:
         raise ValueError(f"torch_dtype {dtype!r} is not one of {sorted(_DTYPES)} or 'auto'")
     return _DTYPES[name]
+
+
+_parse_dtype = parse_dtype  # the name older callers use
 
 
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
@@ -72,30 +112,72 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-def _read_checkpoint(path_or_id: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+def _read_index(index: str) -> Dict[str, str]:
+    """The ``weight_map`` (tensor name -> shard file name) of a shard index, checked."""
+    try:
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"cannot read the shard index {index}: {e!r}") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise CheckpointError(f"{index}: weight_map must map tensor names to shard file names")
+    for shard in weight_map.values():
+        if "/" in shard or "\\" in shard or shard in ("", ".", ".."):
+            raise CheckpointError(f"{index}: {shard!r} is not a file name in the checkpoint")
+    return weight_map
+
+
+def _read_sharded(index: str, resolve) -> Dict[str, torch.Tensor]:
+    weight_map = _read_index(index)
+    state: Dict[str, torch.Tensor] = {}
+    held: Dict[str, set] = {}
+    for shard in sorted(set(weight_map.values())):
+        tensors = load_state_dict_file(resolve(shard, True))
+        held[shard] = set(tensors)
+        state.update(tensors)
+    absent = sorted(k for k, shard in weight_map.items() if k not in held[shard])
+    if absent:
+        raise CheckpointError(
+            f"{index} lists tensors that its shards do not hold: {', '.join(absent[:8])}"
+        )
+    return state
+
+
+def read_checkpoint(
+    path_or_id: Union[str, os.PathLike],
+    subfolder: str = "",
+    use_safetensors: Optional[bool] = None,
+    **hub_options: Any,
+) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint folder, built-in model or hub id: model.safetensors, its
+    shards (model.safetensors.index.json), then pytorch_model.bin or its shards
+    (pytorch_model.bin.index.json). ``use_safetensors``: True reads safetensors files only,
+    False ``.bin`` files only."""
     from .hub import resolve_file
 
-    single = resolve_file(path_or_id, SAFE_WEIGHTS, required=False)
-    if single is not None:
-        return load_state_dict_file(single)
-    index = resolve_file(path_or_id, SAFE_INDEX, required=False)
-    if index is not None:
-        with open(index, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        state: Dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_state_dict_file(resolve_file(path_or_id, shard)))
-        return state
-    legacy = resolve_file(path_or_id, TORCH_WEIGHTS, required=False)
-    if legacy is not None:
-        return load_state_dict_file(legacy)
+    def resolve(name: str, required: bool = False) -> Optional[str]:
+        return resolve_file(path_or_id, name, required, subfolder=subfolder, **hub_options)
+
+    names = [(SAFE_WEIGHTS, SAFE_INDEX), (TORCH_WEIGHTS, TORCH_INDEX)]
+    if use_safetensors is not None:
+        names = names[:1] if use_safetensors else names[1:]
+    for single, index in names:
+        found = resolve(single)
+        if found is not None:
+            return load_state_dict_file(found)
+        found = resolve(index)
+        if found is not None:
+            return _read_sharded(found, resolve)
+    where = os.path.join(os.fspath(path_or_id), subfolder) if subfolder else path_or_id
     raise FileNotFoundError(
-        f"no weights in {os.fspath(path_or_id)!r}: expected {SAFE_WEIGHTS}, {SAFE_INDEX} or "
-        f"{TORCH_WEIGHTS}"
+        f"no weights in {os.fspath(where)!r}: expected "
+        + " or ".join(name for pair in names for name in pair)
     )
 
 
-def _adapt_prefix(state: Dict[str, torch.Tensor], has_head: bool) -> Dict[str, torch.Tensor]:
+def adapt_prefix(state: Dict[str, torch.Tensor], has_head: bool) -> Dict[str, torch.Tensor]:
     """Map a segmentation-model checkpoint onto a base model, or the reverse."""
     file_has_head = any(k.startswith(PREFIX) for k in state)
     if has_head and not file_has_head:
@@ -105,7 +187,31 @@ def _adapt_prefix(state: Dict[str, torch.Tensor], has_head: bool) -> Dict[str, t
     return state
 
 
-def _name_tensors(keys: Sequence[str], limit: int = 8) -> str:
+def drop_known_unused(state: Dict[str, torch.Tensor], expected: Sequence[str]) -> Dict:
+    """``state`` without the :data:`KNOWN_UNUSED` tensors the model has no place for (logged)."""
+    have = set(expected)
+    skipped = [k for k in state if k not in have and _matches(KNOWN_UNUSED, k)]
+    if skipped:
+        logger.info("skipped tensors this model does not use: %s", ", ".join(skipped))
+    return {k: v for k, v in state.items() if k not in skipped}
+
+
+def compare(
+    expected: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor]
+) -> Tuple[List[str], List[str], List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]]:
+    """Missing keys (not counting :data:`DERIVED_TENSORS`), unexpected keys, and shape
+    mismatches as (key, checkpoint shape, model shape)."""
+    missing = [k for k in expected if k not in state and not _matches(DERIVED_TENSORS, k)]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        (k, tuple(state[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    return missing, unexpected, mismatched
+
+
+def name_tensors(keys: Sequence[str], limit: int = 8) -> str:
     """Up to ``limit`` keys by name; more are grouped by layer ("...layers.3.* (22 tensors)"),
     so that a whole added layer does not fill the terminal."""
     if len(keys) <= limit:
@@ -122,131 +228,96 @@ def _name_tensors(keys: Sequence[str], limit: int = 8) -> str:
     )
 
 
-def _compare(
-    model: nn.Module, state: Dict[str, torch.Tensor]
-) -> Tuple[List[str], List[str], List[str]]:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and k not in OPTIONAL_KEYS]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    ]
-    return missing, unexpected, mismatched
+# -- writing -------------------------------------------------------------------------------------
+
+_UNITS = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
 
 
-class PreTrainedMixin:
-    """``from_pretrained`` / ``save_pretrained`` for the models (which set ``self.config``)."""
+def parse_size(size: Union[int, str]) -> int:
+    """Bytes for ``max_shard_size``: an int, or digits and a unit ("5GB", "200MB", "1GiB";
+    a lower-case final "b", as in "5Gb", means bits, as in transformers)."""
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    text = str(size).strip()
+    for unit, factor in _UNITS.items():
+        number = text[: -len(unit)]
+        if text.upper().endswith(unit) and number.isdigit() and int(number) > 0:
+            value = int(number) * factor
+            return value // 8 if text.endswith("b") else value
+    raise ValueError(
+        f"max_shard_size {size!r}: expected a positive number of bytes or digits and a unit "
+        f"({', '.join(_UNITS)}), e.g. '5GB'"
+    )
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        path_or_id: Union[str, os.PathLike],
-        config=None,
-        ignore_mismatched_sizes: bool = False,
-        torch_dtype: Union[None, str, torch.dtype] = None,
-        reinit_missing: bool = False,
-        **config_overrides,
-    ):
-        """Load a model from a folder (config.json + weights), a built-in model name, or a hub
-        id (with the ``hub`` extra).
 
-        Args:
-            config: a Mask2FormerConfig to use instead of the checkpoint's config.json.
-            ignore_mismatched_sizes: re-initialise tensors whose shapes differ from the
-                checkpoint's (e.g. the class head after changing ``num_labels`` or
-                ``id2label``) instead of failing; a warning names each one.
-            torch_dtype: None (float32), torch.float16 / torch.bfloat16 / "auto" (the dtype
-                recorded in config.json).
-            reinit_missing: also re-initialise the tensors the checkpoint lacks and drop the
-                ones the model has no place for, instead of failing; for a model whose
-                ``config_overrides`` add or remove layers (e.g. ``decoder_layers``). A warning
-                names each one.
-            config_overrides: config fields to change, e.g. ``id2label={...}``.
-        """
-        from .config import Mask2FormerConfig
+def _shards(state: Dict[str, torch.Tensor], limit: int) -> List[Dict[str, torch.Tensor]]:
+    """Consecutive groups of tensors of at most ``limit`` bytes each (a bigger tensor alone)."""
+    shards: List[Dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    return shards
 
-        if config is None:
-            config = Mask2FormerConfig.from_pretrained(path_or_id)
-        if config_overrides:
-            data = config.to_dict()
-            if "num_labels" in config_overrides and "id2label" not in config_overrides:
-                data.pop("id2label", None)
-                data.pop("label2id", None)
-            if "id2label" in config_overrides:
-                data.pop("label2id", None)
-            data.update(config_overrides)
-            config = Mask2FormerConfig.from_dict(data)
-        dtype = _parse_dtype(torch_dtype, config)
-        state = _read_checkpoint(path_or_id)
-        model = cls(config)
-        has_head = hasattr(model, "class_predictor")
-        state = _adapt_prefix(state, has_head)
-        model._load_checked(state, os.fspath(path_or_id), ignore_mismatched_sizes, reinit_missing)
-        if dtype is not None:
-            model.to(dtype)
-        model.eval()
-        return model
 
-    def _load_checked(
-        self,
-        state: Dict[str, torch.Tensor],
-        source: str,
-        ignore_mismatched_sizes: bool,
-        reinit_missing: bool = False,
-    ) -> None:
-        missing, unexpected, mismatched = _compare(self, state)
-        reinit: List[str] = []
-        dropped: List[str] = []
-        if reinit_missing:  # load_state_dict(strict=False) below skips both kinds
-            reinit, missing = missing, []
-            dropped, unexpected = unexpected, []
-        if ignore_mismatched_sizes:
-            expected = self.state_dict()
-            reinit += [k for k in expected if k in state and state[k].shape != expected[k].shape]
-            reinit += [k for k in missing if k.startswith(HEAD_PREFIXES)]
-            missing = [k for k in missing if k not in reinit]
-            mismatched = []
-            state = {k: v for k, v in state.items() if k not in reinit}
-        if missing or unexpected or mismatched:
-            parts = []
-            if missing:
-                parts.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-            if mismatched:
-                parts.append(
-                    f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}"
-                    " (pass ignore_mismatched_sizes=True to re-initialise them)"
-                )
-            raise CheckpointError(
-                f"checkpoint {source} does not fit the model: " + " | ".join(parts)
-            )
-        self.load_state_dict(state, strict=False)
-        if reinit:
-            warnings.warn(
-                f"re-initialised {len(reinit)} tensors that the checkpoint {source} could not "
-                f"provide: {_name_tensors(reinit)}",
-                stacklevel=3,
-            )
-        if dropped:
-            warnings.warn(
-                f"ignored {len(dropped)} tensors of the checkpoint {source} that the model has "
-                f"no place for: {_name_tensors(dropped)}",
-                stacklevel=3,
-            )
-
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
-        """Write config.json and model.safetensors (transformers 4.37.2 layout) atomically."""
+def _encode(state: Dict[str, torch.Tensor], safe: bool) -> bytes:
+    if safe:
         from safetensors.torch import save
 
-        from .files import write_bytes
+        # transformers refuses safetensors files without the "format" metadata.
+        return save(state, metadata={"format": "pt"})
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # tensors only: read back with weights_only=True
+    return buffer.getvalue()
 
-        os.makedirs(save_directory, exist_ok=True)
-        self.config.save_pretrained(save_directory)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        # transformers refuses safetensors files without the "format" metadata. The bytes go
-        # through mask2former.files: an exclusive temporary file, then a rename over the name.
-        data = save(state, metadata={"format": "pt"})
-        write_bytes(os.path.join(save_directory, SAFE_WEIGHTS), data)
+
+def write_weights(
+    folder: Union[str, os.PathLike],
+    state: Dict[str, torch.Tensor],
+    max_shard_size: Union[int, str] = "5GB",
+    safe_serialization: bool = True,
+) -> List[str]:
+    """Write ``state`` into ``folder`` as transformers names the files: model.safetensors, or
+    shards model-0000i-of-0000n.safetensors with model.safetensors.index.json when the tensors
+    exceed ``max_shard_size`` (pytorch_model*.bin with ``safe_serialization=False``). Weight
+    files of an earlier save that this one does not rewrite are removed, so the folder loads
+    what was written now. Returns the names written; every file goes through
+    :mod:`mask2former.files`."""
+    from .files import write_bytes, write_json
+
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    single, index = (
+        (SAFE_WEIGHTS, SAFE_INDEX) if safe_serialization else (TORCH_WEIGHTS, TORCH_INDEX)
+    )
+    shards = _shards(state, parse_size(max_shard_size))
+    stem, ext = single.rsplit(".", 1)
+    names = (
+        [single]
+        if len(shards) == 1
+        else [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}" for i in range(len(shards))]
+    )
+    for name, shard in zip(names, shards):
+        write_bytes(os.path.join(folder, name), _encode(shard, safe_serialization))
+    written = list(names)
+    if len(shards) > 1:
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        weight_map = {key: name for name, shard in zip(names, shards) for key in shard}
+        document = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        write_json(os.path.join(folder, index), document, indent=2)
+        written.append(index)
+    _remove_stale_weights(folder, written)
+    return written
+
+
+def _remove_stale_weights(folder: Union[str, os.PathLike], keep: Sequence[str]) -> None:
+    stale_names = (SAFE_WEIGHTS, SAFE_INDEX, TORCH_WEIGHTS, TORCH_INDEX)
+    for entry in os.listdir(folder):
+        if entry in keep or not (entry in stale_names or SHARD_NAME.fullmatch(entry)):
+            continue
+        path = os.path.join(folder, entry)
+        if os.path.isfile(path) or os.path.islink(path):
+            os.unlink(path)

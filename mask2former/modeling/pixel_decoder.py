@@ -16,6 +16,7 @@ from torch import nn
 from ..config import Mask2FormerConfig
 from .deformable_attention import MultiscaleDeformableAttention
 from .fast_ops import token_mlp
+from .grad_checkpoint import run_block
 from .position_encoding import sine_position_encoding
 
 __all__ = ["PixelDecoder", "PixelDecoderOutput", "build_pixel_decoder"]
@@ -69,6 +70,7 @@ class DeformableEncoder(nn.Module):
     def __init__(self, layers: Sequence[DeformableEncoderLayer]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.gradient_checkpointing = False  # per layer (mask2former.modeling.grad_checkpoint)
 
 
 def reference_points(
@@ -139,7 +141,7 @@ class PixelDecoder(nn.Module):
         ref = reference_points(shapes, batch, x.device, torch.promote_types(x.dtype, torch.float32))
         attentions = []
         for layer in self.encoder.layers:
-            x, weights = layer(x, pos_all, ref, shapes)
+            x, weights = run_block(self.encoder, layer, x, pos_all, ref, shapes)
             if output_attentions:
                 attentions.append(weights)
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import ResNetConfig
 from .activations import get_activation
+from .grad_checkpoint import run_block
 
 __all__ = ["ResNetBackbone", "build_resnet_backbone"]
 
@@ -155,12 +156,13 @@ class ResNetBackbone(nn.Module):
         names = _stage_names(len(encoder.stages))
         self.out_features = [name for name in names if name in out_features]
         self.channels = [c for c, name in zip(channels, names) if name in out_features]
+        self.gradient_checkpointing = False  # per stage (mask2former.modeling.grad_checkpoint)
 
     def forward(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.embedder(pixel_values)
         features = [x] if "stem" in self.out_features else []
         for name, stage in zip(_stage_names(len(self.encoder.stages))[1:], self.encoder.stages):
-            x = stage(x)
+            x = run_block(self, stage, x)
             if name in self.out_features:
                 features.append(x)
         return tuple(features)

@@ -17,6 +17,7 @@ from torch import nn
 from ..config import SwinConfig
 from .activations import get_activation
 from .fast_ops import token_mlp
+from .grad_checkpoint import run_block
 
 __all__ = ["SwinBackbone", "build_swin_backbone"]
 
@@ -246,6 +247,12 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
 
+    def forward(self, x: torch.Tensor, mask_cache: dict) -> torch.Tensor:
+        """The stage's blocks (not the downsampling): (B, H, W, C) -> (B, H, W, C)."""
+        for block in self.blocks:
+            x = block(x, mask_cache)
+        return x
+
 
 class SwinPatchEmbeddingsProjection(nn.Module):
     def __init__(self, in_channels: int, dim: int, patch: int):
@@ -303,14 +310,14 @@ class SwinBackbone(nn.Module):
                 if name in out_features
             }
         )
+        self.gradient_checkpointing = False  # per stage (mask2former.modeling.grad_checkpoint)
 
     def forward(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.embeddings(pixel_values)
         mask_cache: dict = {}
         features = []
         for name, stage in zip(_stage_names(len(self.encoder.layers)), self.encoder.layers):
-            for block in stage.blocks:
-                x = block(x, mask_cache)
+            x = run_block(self, stage, x, mask_cache)
             if name in self.hidden_states_norms:
                 # NCHW view of channels-last memory: the convolutions that consume it run
                 # channels-last (no NCHW copy here, no layout reorders inside oneDNN).

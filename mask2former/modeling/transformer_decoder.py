@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import Mask2FormerConfig
 from .activations import get_activation
+from .grad_checkpoint import run_block
 
 __all__ = ["DecoderOutput", "MaskedAttentionDecoder", "MaskPredictor", "build_transformer_decoder"]
 
@@ -241,6 +242,7 @@ class MaskedAttentionDecoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.layernorm = nn.LayerNorm(hidden_dim)
         self.mask_predictor = mask_predictor
+        self.gradient_checkpointing = False  # per layer (mask2former.modeling.grad_checkpoint)
 
     def forward(
         self,
@@ -277,8 +279,15 @@ class MaskedAttentionDecoder(nn.Module):
         levels = len(memories)
         for i, layer in enumerate(self.layers):
             level = i % levels
-            x, weights = layer(
-                x, query_pos, memories[level], memory_pos[level], blocked, output_attentions
+            x, weights = run_block(
+                self,
+                layer,
+                x,
+                query_pos,
+                memories[level],
+                memory_pos[level],
+                blocked,
+                output_attentions,
             )
             hidden_states.append(x)
             normed = self.layernorm(x)
