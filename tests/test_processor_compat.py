@@ -374,3 +374,25 @@ def test_binary_mask_to_rle_matches_transformers(seed):
     assert binary_mask_to_rle(mask.astype(np.float32)) == expected  # 0.0 / 1.0
     assert binary_mask_to_rle(torch.from_numpy(mask.astype(np.int64))) == expected
     assert _their_rle(torch.from_numpy(mask.astype(np.int64))) == expected
+
+
+def test_download_options_go_to_the_hub_for_a_hub_id(tmp_path, monkeypatch):
+    import mask2former.processing.processor_files as processor_files
+
+    path = Mask2FormerImageProcessor(size=256).save_pretrained(tmp_path)[0]
+    calls = []
+
+    def fake_resolve(source, filename, **options):
+        calls.append((source, filename, options))
+        return path
+
+    monkeypatch.setattr(processor_files, "resolve_file", fake_resolve)
+    proc = Mask2FormerImageProcessor.from_pretrained(
+        "owner/name", revision="v1", use_auth_token="t", subfolder="proc", force_download=False
+    )
+    assert proc.size["shortest_edge"] == 256
+    assert calls == [
+        ("owner/name", "proc/preprocessor_config.json", {"revision": "v1", "token": "t"})
+    ]
+    with pytest.raises(ValueError, match="not both"):
+        Mask2FormerImageProcessor.from_pretrained("owner/name", token="a", use_auth_token="b")
