@@ -78,20 +78,21 @@ def _matches(table: Dict[str, str], key: str) -> bool:
     return any(re.search(pattern, key) for pattern in table)
 
 
-def parse_dtype(dtype: Union[None, str, torch.dtype], config: Any) -> Optional[torch.dtype]:
-    """``torch_dtype`` of from_pretrained: None, a torch dtype, its name, or "auto" (the
-    dtype config.json records, float32 if none)."""
+def parse_dtype(
+    dtype: Union[None, str, torch.dtype], config: Any, state: Dict[str, torch.Tensor]
+) -> Optional[torch.dtype]:
+    """``torch_dtype`` of from_pretrained: None, a torch dtype, its name, or "auto" (as in
+    transformers: the dtype config.json records, else that of the checkpoint's first floating
+    tensor)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        dtype = getattr(config, "torch_dtype", None) or "float32"
+        floats = [t.dtype for t in state.values() if t.is_floating_point()]
+        dtype = config.torch_dtype or (floats[0] if floats else "float32")
     name = str(dtype).replace("torch.", "")
     if name not in _DTYPES:
         raise ValueError(f"torch_dtype {dtype!r} is not one of {sorted(_DTYPES)} or 'auto'")
     return _DTYPES[name]
-
-
-_parse_dtype = parse_dtype  # the name older callers use
 
 
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:

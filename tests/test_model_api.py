@@ -379,3 +379,21 @@ def test_model_construction_validates_a_changed_config():
     config.num_queries = -1
     with pytest.raises(ConfigError, match="num_queries"):
         Mask2FormerForUniversalSegmentation(config)
+
+
+def test_saved_dtype_is_recorded_for_auto(reference, tmp_path):
+    _, folder = reference
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(folder, torch_dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert model.config.torch_dtype == "float32"  # as read: the model's config is unchanged
+    loaded = Mask2FormerForUniversalSegmentation.from_pretrained(
+        tmp_path / "bf16", torch_dtype="auto"
+    )
+    assert all(p.dtype == torch.bfloat16 for p in loaded.parameters())
+    # Without a recorded dtype, "auto" takes the checkpoint's (as transformers).
+    loaded.config.torch_dtype = None
+    again = Mask2FormerForUniversalSegmentation.from_pretrained(
+        None, config=loaded.config, state_dict=loaded.state_dict(), torch_dtype="auto"
+    )
+    assert all(p.dtype == torch.bfloat16 for p in again.parameters())

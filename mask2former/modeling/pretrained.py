@@ -113,9 +113,11 @@ def _load_config(
             "from_pretrained(): pretrained_model_name_or_path may be None only with both "
             "config= and state_dict="
         )
-    file = resolve_file(source, CONFIG_NAME, subfolder=subfolder if config is None else "", **hub)
-    overrides = _split_overrides(Mask2FormerConfig.from_pretrained(file), kwargs)
-    return Mask2FormerConfig.from_pretrained(file, **overrides)
+    # As transformers, ``subfolder`` applies to a config path too.
+    file = resolve_file(source, CONFIG_NAME, subfolder=subfolder, **hub)
+    loaded = Mask2FormerConfig.from_pretrained(file)
+    overrides = _split_overrides(loaded, kwargs)
+    return Mask2FormerConfig.from_pretrained(file, **overrides) if overrides else loaded
 
 
 class PreTrainedMixin:
@@ -181,7 +183,6 @@ class PreTrainedMixin:
             "revision": revision,
         }
         config = _load_config(pretrained_model_name_or_path, config, subfolder, hub, kwargs)
-        dtype = parse_dtype(torch_dtype, config)
         if state_dict is None:
             if pretrained_model_name_or_path is None:
                 raise ValueError("from_pretrained(): no checkpoint and no state_dict given")
@@ -191,6 +192,7 @@ class PreTrainedMixin:
             source = os.fspath(pretrained_model_name_or_path)
         else:
             state, source = dict(state_dict), "(the given state_dict)"
+        dtype = parse_dtype(torch_dtype, config, state)
         model = cls(config)
         state = adapt_prefix(state, hasattr(model, "class_predictor"))
         info = model._load_checked(state, source, ignore_mismatched_sizes, reinit_missing)
@@ -293,8 +295,14 @@ class PreTrainedMixin:
         if os.path.isfile(save_directory):
             raise NotADirectoryError(f"save_pretrained: {save_directory} is a file, not a folder")
         os.makedirs(save_directory, exist_ok=True)
-        self.config.save_pretrained(save_directory)
         weights = self.state_dict() if state_dict is None else state_dict
+        # As transformers: config.json records the weights' dtype (from_pretrained's
+        # torch_dtype="auto" reads it); the model's own config object is left as it is.
+        config = copy.copy(self.config)
+        floats = [t.dtype for t in weights.values() if t.is_floating_point()]
+        if floats:
+            config.torch_dtype = str(floats[0]).replace("torch.", "")
+        config.save_pretrained(save_directory)
         write_weights(save_directory, weights, max_shard_size, safe_serialization)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
