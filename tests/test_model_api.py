@@ -397,3 +397,14 @@ def test_saved_dtype_is_recorded_for_auto(reference, tmp_path):
         None, config=loaded.config, state_dict=loaded.state_dict(), torch_dtype="auto"
     )
     assert all(p.dtype == torch.bfloat16 for p in again.parameters())
+
+
+def test_resolve_file_options(tmp_path):
+    from mask2former.hub import resolve_file
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "config.json").write_text("{}")
+    assert resolve_file(tmp_path, "config.json", subfolder="sub").endswith("sub/config.json")
+    assert resolve_file(tmp_path, "config.json", required=False) is None
+    with pytest.raises(TypeError, match="proxies"):
+        resolve_file(tmp_path, "config.json", proxies={})

@@ -156,6 +156,8 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
         return_dict: Optional[bool] = None,
     ) -> Union[Mask2FormerModelOutput, tuple]:
         """pixel_values (B, 3, H, W) float; pixel_mask (B, H, W), 1 = real pixel.
+        ``output_hidden_states`` / ``output_attentions`` left None take the config's fields of
+        those names (as in transformers); ``return_dict`` None gives a ModelOutput.
 
         Layouts match the reference: ``transformer_decoder_hidden_states`` and
         ``transformer_decoder_intermediate_states`` are (Q, B, C) per entry,
