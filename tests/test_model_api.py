@@ -330,8 +330,10 @@ def _step(model):
     return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("backbone", ["swin", "resnet"])
-def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(backbone, monkeypatch):
+@pytest.mark.parametrize("backbone,reentrant", [("swin", False), ("resnet", False), ("swin", True)])
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(
+    backbone, reentrant, monkeypatch
+):
     import mask2former.modeling.grad_checkpoint as grad_checkpoint
 
     model = _training_model(backbone)
@@ -345,17 +347,21 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(backbone, m
         return real(fn, *args, **kwargs)
 
     monkeypatch.setattr(grad_checkpoint, "checkpoint", counting)
-    model.gradient_checkpointing_enable()
+    model.gradient_checkpointing_enable({"use_reentrant": True} if reentrant else None)
     assert model.is_gradient_checkpointing
     checked, checked_grads = _step(model)
     stage = "SwinStage" if backbone == "swin" else "ResNetStage"
     assert calls.count(stage) == 4
     assert calls.count("MaskedAttentionDecoderLayer") == 2
     assert calls.count("DeformableEncoderLayer") == 1
-    assert torch.equal(plain.loss, checked.loss)
+    # The reentrant variant runs the first pass without autograd, where some blocks take their
+    # inference paths (the same numbers up to rounding).
+    tol = dict(rtol=1e-4, atol=1e-6) if reentrant else dict(rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(checked.loss, plain.loss, rtol=0 if not reentrant else 1e-5, atol=0)
     assert plain_grads.keys() == checked_grads.keys()
+    assert len(plain_grads) == len(list(model.parameters()))  # every parameter learns
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(checked_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(checked_grads[name], grad, **tol, msg=name)
     calls.clear()
     with torch.no_grad():
         model.eval()(PIXELS)
