@@ -189,9 +189,26 @@ FIELD_CHECKS: Dict[str, Check] = {
     "return_dict": check_bool,
     "torch_dtype": optional(_dtype),
 }
-# Keys that are not constructor arguments but that other code reads when present (the
-# predictor, the criterion, the training command); None means "not set" where the reader
-# treats it so.
+# The fields of this library that transformers' Mask2FormerConfig does not have: keyword
+# arguments (not in the signature, which stays transformers'), written to config.json and read
+# back like the others. Their readers take them as plain attributes.
+EXTRA_DEFAULTS: Dict[str, Any] = {
+    # The task the model was trained for (mask2former.inference.options.ModelInfo; written by
+    # the training command): one of TASKS, or None (panoptic).
+    "task": None,
+    # Class ids fused into one segment per image ("stuff"; the predictor's panoptic output and
+    # the training command's thing classes), or None (none).
+    "stuff_label_ids": None,
+    # The segment score threshold the model declares for testing (a small model trained
+    # briefly is right with less confidence than the published 0.8), or None (the caller's).
+    "object_mask_threshold": None,
+    # The Hungarian matcher's classification cost (mask2former.loss.criterion): 1.0 as in
+    # transformers, whose matcher does not read class_weight.
+    "matcher_class_cost": 1.0,
+    # How the criterion samples the mask losses: "points" (the published recipe) or "dense".
+    "mask_loss_sampling": "points",
+}
+# Each extra field's check (None lets "not set" through where the reader treats it so).
 EXTRA_CHECKS: Dict[str, Check] = {
     "object_mask_threshold": optional(partial(check_float, low=0.0, high=1.0)),
     "task": optional(partial(check_choice, choices=TASKS)),
@@ -199,6 +216,7 @@ EXTRA_CHECKS: Dict[str, Check] = {
     "matcher_class_cost": _weight,
     "mask_loss_sampling": partial(check_choice, choices=MASK_LOSS_SAMPLING),
 }
+FIELD_CHECKS.update(EXTRA_CHECKS)  # one table: every declared field has its check
 
 
 def check_backbone_fits(bb: BackboneConfig) -> None:

@@ -3,8 +3,9 @@
 The published Mask2Former checkpoints store a flat JSON object with ``model_type``
 "mask2former", the backbone as a nested object with ``model_type`` "swin" (or "resnet", which
 transformers 4.37.2 also runs), and ``id2label`` with string keys. Keys we do not model
-(``architectures``, ``torch_dtype``, generation settings written by other tools, ...) are kept as
-extra attributes so that a load/save round trip does not lose them.
+(``architectures``, generation settings written by other tools, ...) are kept as extra
+attributes so that a load/save round trip does not lose them; every key this library reads is a
+declared, validated field of :class:`Mask2FormerConfig`.
 
 The backbone configs live in :mod:`mask2former.backbone_config`; they are re-exported here.
 """
@@ -25,7 +26,7 @@ from ._config_base import (
 )
 from ._model_config_checks import (
     DTYPES,
-    EXTRA_CHECKS,
+    EXTRA_DEFAULTS,
     FEATURE_STRIDES,
     FIELD_CHECKS,
     MASK_LOSS_SAMPLING,
@@ -96,6 +97,18 @@ class Mask2FormerConfig(JsonConfig):
 
     ``num_labels`` is derived from ``id2label``; pass either ``id2label`` (keys may be strings, as
     in config.json) or ``num_labels`` (labels are then named ``LABEL_i``).
+
+    Keyword-only fields besides the signature's: transformers' ``output_hidden_states``
+    (False), ``output_attentions`` (False), ``return_dict`` (True; ``use_return_dict`` reads
+    it) and ``torch_dtype`` (None); this library's ``task``, ``stuff_label_ids``,
+    ``object_mask_threshold``, ``matcher_class_cost`` and ``mask_loss_sampling`` (see
+    ``EXTRA_DEFAULTS`` in mask2former._model_config_checks). ``hidden_size`` and
+    ``num_hidden_layers`` are other names for ``hidden_dim`` and ``decoder_layers``.
+
+    The constructor does not validate, so a config can be built and then changed field by
+    field (as transformers allows); :meth:`validate` checks it, and the model calls it when it
+    is built. Reading a dict or a file (``from_dict``, ``from_json_file``, ``from_pretrained``)
+    validates at once.
     """
 
     model_type = "mask2former"
@@ -108,7 +121,7 @@ class Mask2FormerConfig(JsonConfig):
         "oversample_ratio", "importance_sample_ratio", "init_std", "init_xavier_std",
         "use_auxiliary_loss", "feature_strides", "output_auxiliary_logits", "id2label",
         "label2id", "output_hidden_states", "output_attentions", "return_dict", "torch_dtype",
-    )  # fmt: skip
+    ) + tuple(EXTRA_DEFAULTS)  # fmt: skip
     # Each field's check on its own, as the backbone configs have theirs (the checks are in
     # mask2former._model_config_checks).
     _checks = FIELD_CHECKS
@@ -203,6 +216,9 @@ class Mask2FormerConfig(JsonConfig):
         # The dtype the weights were saved in (written by save_pretrained, read by
         # from_pretrained(torch_dtype="auto")); None: not recorded.
         self.torch_dtype = kwargs.pop("torch_dtype", None)
+        # This library's own fields (task, stuff_label_ids, ...): see EXTRA_DEFAULTS.
+        for name, default in EXTRA_DEFAULTS.items():
+            setattr(self, name, kwargs.pop(name, default))
 
     # -- derived values ------------------------------------------------------------------------
 
@@ -259,7 +275,6 @@ class Mask2FormerConfig(JsonConfig):
         apply_checks(self, self._checks)
         self.id2label = check_id2label(self.id2label)
         self.label2id = check_label2id(self.label2id, self.num_labels)
-        apply_checks(self, EXTRA_CHECKS, present_only=True)
         check_backbone_fits(self.backbone_config)
         check_widths(self)
         check_common_stride(self.common_stride)

@@ -157,3 +157,71 @@ def test_swin_hidden_size_is_settable_information():
     assert SwinConfig(num_attention_heads=[2, 4, 8, 16]).num_heads == [2, 4, 8, 16]
     swin.num_attention_heads = [2, 2, 2, 2]
     assert swin.num_heads == [2, 2, 2, 2]
+
+
+# -- the schema: every key this library reads is a declared field ----------------------------
+
+EXTRAS = dict(
+    task=None,
+    stuff_label_ids=None,
+    object_mask_threshold=None,
+    matcher_class_cost=1.0,
+    mask_loss_sampling="points",
+)
+
+
+def test_the_library_fields_are_declared_with_the_readers_defaults():
+    config = Mask2FormerConfig()
+    for name, default in EXTRAS.items():
+        assert getattr(config, name) == default, name
+        assert config.to_dict()[name] == default, name
+    given = dict(
+        task="semantic",
+        stuff_label_ids=[1, 2],
+        object_mask_threshold=0.4,
+        matcher_class_cost=5.0,
+        mask_loss_sampling="dense",
+    )
+    config = Mask2FormerConfig(**given)
+    config.validate()
+    assert {name: getattr(config, name) for name in given} == given
+
+
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("task", "detection", "unknown task 'detection'"),
+        ("stuff_label_ids", [0, -1], r"stuff_label_ids\[1\]: must be at least 0"),
+        ("object_mask_threshold", 1.5, r"object_mask_threshold: must be in \[0, 1\]"),
+        ("matcher_class_cost", "high", "matcher_class_cost: expected a number"),
+        ("mask_loss_sampling", "all", "unknown mask_loss_sampling 'all'"),
+    ],
+)
+def test_the_library_fields_are_validated(name, value, message):
+    config = Mask2FormerConfig()
+    setattr(config, name, value)
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+    with pytest.raises(ConfigError, match=message):
+        Mask2FormerConfig.from_dict({name: value})
+
+
+def test_the_readers_take_the_declared_fields():
+    from mask2former.inference.options import ModelInfo
+    from mask2former.loss.criterion import Mask2FormerLoss
+
+    info = ModelInfo.from_config(Mask2FormerConfig())
+    assert (info.task, info.object_mask_threshold, info.stuff_label_ids) == ("panoptic", None, ())
+    config = Mask2FormerConfig(task="instance", stuff_label_ids=[1], object_mask_threshold=0.3)
+    info = ModelInfo.from_config(config)
+    assert (info.task, info.object_mask_threshold, info.stuff_label_ids) == ("instance", 0.3, (1,))
+    loss = Mask2FormerLoss(Mask2FormerConfig(matcher_class_cost=4.0))
+    assert loss.matcher.cost_class == 4.0
+
+
+def test_unknown_keys_of_a_file_stay_attributes(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"architectures": ["Mask2FormerForUniversalSegmentation"]}))
+    config = Mask2FormerConfig.from_json_file(path)
+    assert config.architectures == ["Mask2FormerForUniversalSegmentation"]
+    assert config.to_dict()["architectures"] == ["Mask2FormerForUniversalSegmentation"]

@@ -16,7 +16,7 @@ def model_threshold(config: Any, fallback: Optional[float]) -> Optional[float]:
     """The segment score threshold a model declares for testing (``object_mask_threshold`` in its
     config.json: a small model trained briefly is right with less confidence than the 0.8 the
     published models use), else ``fallback``."""
-    value = getattr(config, "object_mask_threshold", None)
+    value = config.object_mask_threshold
     if value is None:
         return fallback
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
@@ -62,14 +62,14 @@ class ModelInfo:
 
     @classmethod
     def from_config(cls, config: Any) -> ModelInfo:
-        task = getattr(config, "task", None)
-        stuff = getattr(config, "stuff_label_ids", None) or ()
+        task = config.task
+        stuff = config.stuff_label_ids or ()
         return cls(
             id2label={int(k): str(v) for k, v in dict(config.id2label).items()},
             task=task if task in TASKS else "panoptic",
             object_mask_threshold=model_threshold(config, None),
             stuff_label_ids=tuple(int(i) for i in stuff),
-            ignore_value=int(getattr(config, "ignore_value", 255)),
+            ignore_value=int(config.ignore_value),
         )
 
     def label(self, label_id: int) -> str:

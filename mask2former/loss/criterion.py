@@ -96,7 +96,7 @@ class Mask2FormerLoss(nn.Module):
             dice=float(config.dice_weight),
         )
         if cost_class is None:
-            cost_class = getattr(config, "matcher_class_cost", 1.0)
+            cost_class = config.matcher_class_cost
         self.matcher = HungarianMatcher(
             cost_class=cost_class,
             cost_mask=config.mask_weight,
@@ -129,7 +129,7 @@ class Mask2FormerLoss(nn.Module):
             the weighted total.
         """
         predictions = [(masks_queries_logits, class_queries_logits)]
-        if auxiliary_predictions is not None and getattr(self.config, "use_auxiliary_loss", True):
+        if auxiliary_predictions is not None and self.config.use_auxiliary_loss:
             predictions += _auxiliary(auxiliary_predictions)
         for k, (masks, classes) in enumerate(predictions):
             self._check_prediction_shapes(masks, classes, masks_queries_logits, k)
@@ -189,7 +189,7 @@ class Mask2FormerLoss(nn.Module):
 
     def _sampling(self) -> str:
         """``config.mask_loss_sampling`` (read at every call, like ``use_auxiliary_loss``)."""
-        sampling = getattr(self.config, "mask_loss_sampling", "points")
+        sampling = self.config.mask_loss_sampling
         if sampling not in MASK_LOSS_SAMPLING:
             raise ValueError(
                 f"Mask2FormerLoss: mask_loss_sampling must be one of {MASK_LOSS_SAMPLING}, got "

@@ -74,7 +74,7 @@ def set_task(config: Mask2FormerConfig, dataset: Any, task: str) -> List[int]:
     cats = sorted(getattr(dataset, "categories", None) or [], key=lambda c: int(c["id"]))
     config.task = task
     if not cats:
-        stuff = set(getattr(config, "stuff_label_ids", None) or [])
+        stuff = set(config.stuff_label_ids or [])
         return [i for i in range(config.num_labels) if i not in stuff]
     config.stuff_label_ids = [i for i, c in enumerate(cats) if not c.get("isthing", 1)]
     return [i for i, c in enumerate(cats) if c.get("isthing", 1)]
