@@ -216,6 +216,9 @@ class Mask2FormerConfig(JsonConfig):
         # The dtype the weights were saved in (written by save_pretrained, read by
         # from_pretrained(torch_dtype="auto")); None: not recorded.
         self.torch_dtype = kwargs.pop("torch_dtype", None)
+        if "dtype" in kwargs:  # the name transformers 5.x writes
+            dtype = kwargs.pop("dtype")
+            self.torch_dtype = dtype if self.torch_dtype is None else self.torch_dtype
         # This library's own fields (task, stuff_label_ids, ...): see EXTRA_DEFAULTS.
         for name, default in EXTRA_DEFAULTS.items():
             setattr(self, name, kwargs.pop(name, default))
@@ -280,7 +283,11 @@ class Mask2FormerConfig(JsonConfig):
         check_common_stride(self.common_stride)
 
     def _merge_overrides(self, data: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-        """Overrides of ``from_pretrained``; new labels replace the old names and ids."""
+        """Overrides of ``from_pretrained``; new labels replace the old names and ids, and an
+        alias changes its field (not the copy of decoder_layers that the dict holds)."""
+        aliases = {"hidden_size": "hidden_dim", "num_hidden_layers": "decoder_layers"}
+        overrides = {aliases.get(key, key): value for key, value in overrides.items()}
+        data.pop("num_hidden_layers", None)
         if "id2label" in overrides or (
             "num_labels" in overrides and overrides["num_labels"] != self.num_labels
         ):

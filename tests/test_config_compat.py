@@ -4,11 +4,14 @@ with ``validate()``, aliases, round trips and files (issue 22)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from mask2former import ConfigError, Mask2FormerConfig, ResNetConfig, SwinConfig
+
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 def test_output_flags_are_declared_fields_with_transformers_defaults():
@@ -225,3 +228,88 @@ def test_unknown_keys_of_a_file_stay_attributes(tmp_path):
     config = Mask2FormerConfig.from_json_file(path)
     assert config.architectures == ["Mask2FormerForUniversalSegmentation"]
     assert config.to_dict()["architectures"] == ["Mask2FormerForUniversalSegmentation"]
+
+
+# -- round trips and files -------------------------------------------------------------------
+
+
+def _changed_config() -> Mask2FormerConfig:
+    return Mask2FormerConfig(
+        backbone_config=ResNetConfig(
+            hidden_sizes=[32, 64, 128, 256],
+            depths=[1, 1, 1, 1],
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        ),
+        num_labels=3,
+        num_queries=20,
+        decoder_layers=4,
+        task="semantic",
+        stuff_label_ids=[0],
+        output_hidden_states=True,
+        architectures=["Mask2FormerForUniversalSegmentation"],
+    )
+
+
+@pytest.mark.parametrize("make", [Mask2FormerConfig, _changed_config])
+def test_dict_string_and_file_round_trips(tmp_path, make):
+    config = make()
+    assert Mask2FormerConfig.from_dict(config.to_dict()) == config
+    assert Mask2FormerConfig.from_dict(config.to_diff_dict()) == config
+    assert Mask2FormerConfig.from_dict(json.loads(config.to_json_string())) == config
+    full = json.loads(config.to_json_string(use_diff=False))
+    assert full == json.loads(json.dumps(config.to_dict()))
+    for use_diff in (True, False):
+        path = tmp_path / f"config-{use_diff}.json"
+        config.to_json_file(path, use_diff=use_diff)
+        assert Mask2FormerConfig.from_json_file(path) == config
+    assert sorted(os.listdir(tmp_path)) == ["config-False.json", "config-True.json"]
+
+
+def test_the_diff_holds_only_what_changed():
+    diff = Mask2FormerConfig(num_queries=20).to_diff_dict()
+    assert diff == {"num_queries": 20, "model_type": "mask2former"}
+    swin = SwinConfig(embed_dim=48, num_heads=[3, 6, 12, 24])
+    assert swin.to_diff_dict() == {"embed_dim": 48, "model_type": "swin"}
+
+
+def test_from_pretrained_subfolder_and_options(tmp_path):
+    config = _changed_config()
+    config.save_pretrained(tmp_path / "sub")
+    assert Mask2FormerConfig.from_pretrained(tmp_path, subfolder="sub") == config
+    assert Mask2FormerConfig.from_pretrained(pretrained_model_name_or_path=tmp_path / "sub") == (
+        config
+    )
+    changed = Mask2FormerConfig.from_pretrained(tmp_path / "sub", num_hidden_layers=6)
+    assert changed.decoder_layers == 6
+    with pytest.raises(TypeError, match=r"\['output_loading_info'\] are neither fields"):
+        Mask2FormerConfig.from_pretrained(tmp_path / "sub", output_loading_info=True)
+    loaded, unused = Mask2FormerConfig.from_pretrained(
+        tmp_path / "sub", return_unused_kwargs=True, foo=1, num_queries=7
+    )
+    assert (unused, loaded.num_queries) == ({"foo": 1}, 7)
+    SwinConfig(embed_dim=48).save_pretrained(tmp_path / "swin")
+    assert SwinConfig.from_pretrained(tmp_path, subfolder="swin").embed_dim == 48
+    with pytest.raises(NotImplementedError, match="push_to_hub"):
+        config.save_pretrained(tmp_path / "hub", push_to_hub=True)
+
+
+def test_our_files_load_in_transformers_and_theirs_in_ours(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ours = _changed_config()
+    ours.backbone_config = SwinConfig(
+        embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], out_features=STAGES
+    )
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = transformers.Mask2FormerConfig.from_pretrained(tmp_path / "ours")
+    assert (theirs.num_queries, theirs.decoder_layers, theirs.num_labels) == (20, 4, 3)
+    assert theirs.backbone_config.embed_dim == 32 and theirs.task == "semantic"
+    theirs.to_json_file(tmp_path / "theirs.json")  # the diff, as transformers writes it
+    back = Mask2FormerConfig.from_json_file(tmp_path / "theirs.json")
+    assert back.to_dict() == ours.to_dict()
+
+
+def test_the_dtype_key_of_transformers_5_is_torch_dtype(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"dtype": "bfloat16", "model_type": "mask2former"}))
+    config = Mask2FormerConfig.from_json_file(path)
+    assert config.torch_dtype == "bfloat16" and "dtype" not in config.to_dict()

@@ -1,5 +1,6 @@
-"""Shared plumbing of the configuration objects: JSON in and out, the error type, the keys and
-activation names that every config understands, and the checks that validate one field.
+"""The error type, the limits and the checks that validate one config field: each takes the
+field's name and value and returns the value in its canonical form, or raises ConfigError
+naming the field.
 
 Private: the public names are re-exported by :mod:`mask2former.config`.
 """
@@ -7,35 +8,10 @@ Private: the public names are re-exported by :mod:`mask2former.config`.
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
 import math
 import numbers
-import os
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
-
-__all__ = ["ACTIVATIONS", "CONFIG_NAME", "ConfigError", "JsonConfig"]
-
-CONFIG_NAME = "config.json"
-
-# Keys that the reference writes for every config but that mean nothing to this library; they are
-# dropped on load so they do not clutter the config (they are harmless either way).
-GENERIC_KEYS = {
-    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
-    "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
-    "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size", "add_cross_attention",
-    "tie_encoder_decoder", "max_length", "min_length", "do_sample", "early_stopping", "num_beams",
-    "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p", "typical_p",
-    "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size",
-    "bad_words_ids", "num_return_sequences", "output_scores", "return_dict_in_generate",
-    "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
-    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
-    "finetuning_task", "tokenizer_class", "prefix", "bos_token_id", "pad_token_id", "eos_token_id",
-    "sep_token_id", "decoder_start_token_id", "task_specific_params", "problem_type",
-    "_name_or_path", "_commit_hash", "hidden_size", "num_layers", "stage_names", "out_indices",
-    "num_hidden_layers", "transformers_version",
-}  # fmt: skip
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swish", "gelu_new", "quick_gelu", "tanh", "sigmoid")
 
@@ -228,137 +204,3 @@ def prefixed(prefix: str) -> Iterator[None]:
         yield
     except ConfigError as e:
         raise ConfigError(f"{prefix}{e}") from None
-
-
-def read_json_object(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """The JSON object of config fields in ``path``; a ConfigError naming the file when it is
-    not valid JSON or not an object, FileNotFoundError when it is missing."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"config file not found: {path}") from None
-    except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, absurd nesting
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: expected a JSON object of config fields, got {type(data).__name__}"
-        )
-    return data
-
-
-class JsonConfig:
-    """Shared JSON plumbing: ``to_dict``/``from_dict``, files, equality and repr."""
-
-    model_type: str = ""
-    _fields: tuple = ()
-
-    def _set_extras(self, kwargs: Dict[str, Any]) -> None:
-        """Keep keys this class does not model as attributes (written back by ``to_dict``)."""
-        for key, value in kwargs.items():
-            if key in GENERIC_KEYS or key == "model_type":
-                continue
-            if hasattr(type(self), key):
-                # A key such as "validate" or "stage_channels" would replace a method or fail
-                # on a read-only property.
-                raise ConfigError(
-                    f"{key}: not a field of {type(self).__name__} (the name of one of its methods "
-                    "or properties)"
-                )
-            setattr(self, key, value)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The fields, then any other public attribute (extra keys read from a file, or set
-        later such as ``config.task``), so they survive a save/load round trip."""
-        out = {name: copy.deepcopy(getattr(self, name)) for name in self._fields}
-        for key, value in vars(self).items():
-            if not key.startswith("_") and key not in out:
-                out[key] = copy.deepcopy(value)
-        out["model_type"] = self.model_type
-        return out
-
-    def validate(self) -> None:  # pragma: no cover - every config class defines its checks
-        raise NotImplementedError
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]):
-        """The config that ``data`` (e.g. a parsed config.json) describes, validated at once:
-        a dict is what a file holds, so its errors are reported here, naming the field."""
-        config = cls._from_dict_unchecked(data)
-        config.validate()
-        return config
-
-    @classmethod
-    def _from_dict_unchecked(cls, data: Dict[str, Any]):
-        """``cls(**data)`` after checking ``model_type``; the fields are not validated yet
-        (the nested backbone of a Mask2Former config is validated with its parent)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
-        data = dict(data)
-        model_type = data.pop("model_type", cls.model_type)
-        if model_type != cls.model_type:
-            raise ConfigError(
-                f"model_type: {cls.__name__} expects {cls.model_type!r}, got {show(model_type)}"
-            )
-        return cls(**data)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> str:
-        """Write ``config.json`` into ``save_directory`` (created if needed); returns its path.
-
-        The file is replaced atomically (never left half-written, never written through a
-        planted symlink): see :mod:`mask2former.files`.
-        """
-        from .files import write_text
-
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, CONFIG_NAME)
-        write_text(path, self.to_json_string())
-        return path
-
-    @classmethod
-    def from_json_file(cls, path: Union[str, os.PathLike]):
-        """Read a config file; any problem with its content is a ConfigError whose message
-        starts with the file's path and then names the field."""
-        data = read_json_object(path)
-        with prefixed(f"{path}: "):
-            return cls._from_dict_checked(data)
-
-    @classmethod
-    def _from_dict_checked(cls, data: Dict[str, Any]):
-        """``from_dict``, turning a TypeError (an argument of the wrong kind that slipped past
-        the checks) into a ConfigError so callers have one error type to handle."""
-        try:
-            return cls.from_dict(data)
-        except TypeError as e:
-            raise ConfigError(str(e)) from None
-
-    @classmethod
-    def from_pretrained(cls, path: Union[str, os.PathLike], **kwargs):
-        """Read ``config.json`` from a folder, a file path, or a hub id (``hub`` extra).
-
-        ``kwargs`` change fields; the result is validated like a new config, so a bad override
-        is a ConfigError that names the file, the overridden keys and the field.
-        """
-        from .hub import resolve_file
-
-        file = resolve_file(path, CONFIG_NAME)
-        config = cls.from_json_file(file)
-        if not kwargs:
-            return config
-        data = config._merge_overrides(config.to_dict(), kwargs)
-        with prefixed(f"{file} with overrides {sorted(kwargs)}: "):
-            return cls._from_dict_checked(data)
-
-    def _merge_overrides(self, data: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-        """``data`` (this config's ``to_dict()``) with ``overrides`` applied."""
-        data.update(overrides)
-        return data
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.to_dict() == other.to_dict()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.to_json_string()}"
