@@ -313,3 +313,26 @@ def test_the_dtype_key_of_transformers_5_is_torch_dtype(tmp_path):
     path.write_text(json.dumps({"dtype": "bfloat16", "model_type": "mask2former"}))
     config = Mask2FormerConfig.from_json_file(path)
     assert config.torch_dtype == "bfloat16" and "dtype" not in config.to_dict()
+
+
+def test_from_dict_takes_changes_and_return_unused_kwargs():
+    data = Mask2FormerConfig().to_dict()
+    config = Mask2FormerConfig.from_dict(data, num_queries=7, hidden_size=64, num_hidden_layers=3)
+    assert (config.num_queries, config.hidden_dim, config.decoder_layers) == (7, 64, 3)
+    config, unused = Mask2FormerConfig.from_dict(data, return_unused_kwargs=True, foo=1)
+    assert unused == {"foo": 1} and config == Mask2FormerConfig()
+    with pytest.raises(TypeError, match=r"from_dict: \['foo'\] are neither fields"):
+        Mask2FormerConfig.from_dict(data, foo=1)
+    with pytest.raises(ConfigError, match="num_queries: expected an integer"):
+        Mask2FormerConfig.from_dict(data, num_queries=2.5)
+
+
+def test_the_config_checks_transformers_common_tests_make(tmp_path):
+    # What transformers' ConfigTester does with a config class, written out here.
+    assert Mask2FormerConfig.is_composition is False
+    config = Mask2FormerConfig(num_labels=5)
+    assert len(config.id2label) == len(config.label2id) == 5
+    config.num_labels = 3
+    assert len(config.id2label) == len(config.label2id) == 3
+    with pytest.raises(OSError):
+        Mask2FormerConfig.from_pretrained(f".{tmp_path}")

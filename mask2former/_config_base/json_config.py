@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any, Dict, Union
+from typing import Any, Dict, Tuple, Union
 
 from .checks import ConfigError, prefixed, show
 
@@ -55,6 +55,7 @@ class JsonConfig:
     """Shared JSON plumbing: ``to_dict``/``from_dict``, files, equality and repr."""
 
     model_type: str = ""
+    is_composition = False  # as transformers: a config that can be built without arguments
     _fields: tuple = ()
 
     def _set_extras(self, kwargs: Dict[str, Any]) -> None:
@@ -85,12 +86,36 @@ class JsonConfig:
         raise NotImplementedError
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]):
-        """The config that ``data`` (e.g. a parsed config.json) describes, validated at once:
-        a dict is what a file holds, so its errors are reported here, naming the field."""
-        config = cls._from_dict_unchecked(data)
+    def from_dict(cls, config_dict: Dict[str, Any], **kwargs: Any):
+        """The config that ``config_dict`` (e.g. a parsed config.json) describes, validated at
+        once: a dict is what a file holds, so its errors are reported here, naming the field.
+
+        ``kwargs``: fields to change, and ``return_unused_kwargs`` (also return the keywords
+        that are not fields, instead of a TypeError naming them), as in transformers.
+        """
+        return_unused = kwargs.pop("return_unused_kwargs", False)
+        config = cls._from_dict_unchecked(config_dict)
+        overrides, unused = config._split_kwargs(kwargs, "from_dict", return_unused)
+        if overrides:
+            data = config._merge_overrides(config.to_dict(), overrides)
+            config = cls._from_dict_unchecked(data)
         config.validate()
-        return config
+        return (config, unused) if return_unused else config
+
+    def _split_kwargs(
+        self, kwargs: Dict[str, Any], caller: str, return_unused: bool
+    ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """``(fields to change, other keywords)``; the others are a TypeError naming them
+        unless ``return_unused``. A field is a key of ``to_dict()`` or a settable property."""
+        known = set(self.to_dict()) | _settable_properties(type(self))
+        unused = {key: value for key, value in kwargs.items() if key not in known}
+        if unused and not return_unused:
+            name = type(self).__name__
+            raise TypeError(
+                f"{name}.{caller}: {sorted(unused)} are neither fields of {name} nor loading "
+                "options (return_unused_kwargs=True returns them)"
+            )
+        return {key: value for key, value in kwargs.items() if key in known}, unused
 
     @classmethod
     def _from_dict_unchecked(cls, data: Dict[str, Any]):
@@ -197,14 +222,7 @@ class JsonConfig:
             pretrained_model_name_or_path, CONFIG_NAME, subfolder=subfolder, **options
         )
         config = cls.from_json_file(file)
-        known = set(config.to_dict()) | _settable_properties(cls)
-        unused = {key: value for key, value in kwargs.items() if key not in known}
-        if unused and not return_unused:
-            raise TypeError(
-                f"{cls.__name__}.from_pretrained: {sorted(unused)} are neither fields of "
-                f"{cls.__name__} nor loading options (return_unused_kwargs=True returns them)"
-            )
-        overrides = {key: value for key, value in kwargs.items() if key in known}
+        overrides, unused = config._split_kwargs(kwargs, "from_pretrained", return_unused)
         if overrides:
             data = config._merge_overrides(config.to_dict(), overrides)
             with prefixed(f"{file} with overrides {sorted(overrides)}: "):
