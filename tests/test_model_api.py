@@ -414,3 +414,33 @@ def test_resolve_file_options(tmp_path):
     assert resolve_file(tmp_path, "config.json", required=False) is None
     with pytest.raises(TypeError, match="proxies"):
         resolve_file(tmp_path, "config.json", proxies={})
+
+
+def test_pretrained_model_class_attributes():
+    for cls in (Mask2FormerModel, Mask2FormerForUniversalSegmentation):
+        assert cls.main_input_name == "pixel_values" and cls.base_model_prefix == "model"
+        assert cls.can_generate() is False and cls._tied_weights_keys is None
+
+
+def test_returned_states_get_gradients(ours):
+    """transformers' own test: retain_grad on the returned states, then backward, gives them a
+    gradient (the decoder's first state used to be a view taken after the computation)."""
+    config = ours.config
+    config.output_hidden_states, config.output_attentions = True, True
+    try:
+        ours.train()
+        out = ours(PIXELS, mask_labels=[torch.ones(1, 64, 64)], class_labels=[torch.tensor([1])])
+    finally:
+        config.output_hidden_states, config.output_attentions = False, False
+        ours.eval()
+    states = [
+        out.encoder_hidden_states[0],
+        out.pixel_decoder_hidden_states[0],
+        out.transformer_decoder_hidden_states[0],
+        out.attentions[0],
+    ]
+    for state in states:
+        state.retain_grad()
+    out.loss.backward()
+    assert all(state.grad is not None for state in states)
+    ours.zero_grad()

@@ -178,7 +178,7 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
         dec = self.transformer_module(
             pixel.multi_scale_features, pixel.mask_features, output_attentions
         )
-        queries_first = [h.transpose(0, 1) for h in dec.hidden_states]
+        queries_first = dec.queries_first
         out = Mask2FormerModelOutput(
             encoder_last_hidden_state=features[-1],
             pixel_decoder_last_hidden_state=pixel.mask_features,

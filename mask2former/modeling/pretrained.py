@@ -124,6 +124,20 @@ class PreTrainedMixin:
     """transformers' model API for the models (which set ``self.config``)."""
 
     supports_gradient_checkpointing = True
+    # The class attributes of transformers' PreTrainedModel that code written for it reads:
+    # the forward's main input, the base model's attribute, and none of tied weights, modules
+    # kept in float32 or keys left out of a save.
+    main_input_name = "pixel_values"
+    base_model_prefix = "model"
+    _tied_weights_keys = None
+    _keep_in_fp32_modules = None
+    _keys_to_ignore_on_save = None
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """False: not a generative model (transformers' save_pretrained writes no
+        generation_config.json then, and neither does this one)."""
+        return False
 
     @classmethod
     def from_pretrained(

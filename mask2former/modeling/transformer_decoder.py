@@ -33,12 +33,16 @@ class DecoderOutput:
     - masks: the mask logits of each prediction, L + 1 tensors (B, Q, H/4, W/4); the last is
       the final prediction.
     - attentions: each layer's self-attention weights (B, heads, Q, Q) when asked, else empty.
+    - queries_first: ``hidden_states`` as (Q, B, C) views, the reference's layout of the
+      returned states; the computation continues from them, so that a gradient reaches the
+      tensors the model returns (``retain_grad`` on them works, as in transformers).
     """
 
     hidden_states: List[torch.Tensor]
     intermediate: List[torch.Tensor]
     masks: List[torch.Tensor]
     attentions: List[torch.Tensor] = field(default_factory=list)
+    queries_first: List[torch.Tensor] = field(default_factory=list)
 
 
 class SelfAttention(nn.Module):
@@ -269,7 +273,8 @@ class MaskedAttentionDecoder(nn.Module):
                 resized[size] = resize_features(mask_features, size)
             return self.mask_predictor.predict(normed, mask_features, resized[size])
 
-        x = queries
+        queries_first = [queries.transpose(0, 1)]
+        x = queries_first[0].transpose(0, 1)  # the same strides as ``queries``: free
         hidden_states = [x]
         normed = self.layernorm(x)
         intermediate = [normed]
@@ -289,6 +294,8 @@ class MaskedAttentionDecoder(nn.Module):
                 blocked,
                 output_attentions,
             )
+            queries_first.append(x.transpose(0, 1))
+            x = queries_first[-1].transpose(0, 1)
             hidden_states.append(x)
             normed = self.layernorm(x)
             intermediate.append(normed)
@@ -296,7 +303,7 @@ class MaskedAttentionDecoder(nn.Module):
             all_masks.append(masks)
             if output_attentions:
                 attentions.append(weights)
-        return DecoderOutput(hidden_states, intermediate, all_masks, attentions)
+        return DecoderOutput(hidden_states, intermediate, all_masks, attentions, queries_first)
 
 
 def build_transformer_decoder(config: Mask2FormerConfig) -> MaskedAttentionDecoder:
