@@ -444,3 +444,12 @@ def test_returned_states_get_gradients(ours):
     out.loss.backward()
     assert all(state.grad is not None for state in states)
     ours.zero_grad()
+
+
+def test_declared_fields_and_aliases_are_overrides(reference):
+    _, folder = reference
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(
+        folder, matcher_class_cost=2.5, task="instance", hidden_size=64
+    )
+    assert model.config.matcher_class_cost == 2.5 and model.config.task == "instance"
+    assert model.criterion.matcher.cost_class == 2.5

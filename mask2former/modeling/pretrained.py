@@ -18,7 +18,6 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from torch import nn
 
-from .._model_config_checks import EXTRA_CHECKS
 from ..checkpoint import (
     HEAD_PREFIXES,
     CheckpointError,
@@ -69,9 +68,10 @@ def _reject(method: str, unknown: Dict[str, Any], unsupported: tuple) -> None:
 
 
 def _config_keys(config: Mask2FormerConfig) -> set:
-    """The names ``from_pretrained`` may set on the config: its fields and loaded extras, the
-    settable properties (``num_labels``, aliases) and the declared optional keys."""
-    keys = set(config.to_dict()) | set(EXTRA_CHECKS)
+    """The names ``from_pretrained`` may set on the config: its declared fields and the extra
+    keys of its file (both in ``to_dict``) and the settable properties (``num_labels``,
+    aliases)."""
+    keys = set(config.to_dict())
     keys |= set(getattr(type(config), "attribute_map", {}) or {})
     for name in dir(type(config)):
         member = getattr(type(config), name, None)
