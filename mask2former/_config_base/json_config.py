@@ -16,7 +16,9 @@ from .checks import ConfigError, prefixed, show
 CONFIG_NAME = "config.json"
 
 # Keys that the reference writes for every config but that mean nothing to this library; they are
-# dropped on load so they do not clutter the config (they are harmless either way).
+# dropped on load so they do not clutter the config (they are harmless either way). The few that
+# do mean something to a Mask2Former config (the output flags, hidden_size, num_hidden_layers)
+# are taken as its fields before this applies; for a backbone config they mean nothing.
 GENERIC_KEYS = {
     "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
     "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
