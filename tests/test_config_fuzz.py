@@ -230,6 +230,7 @@ def _tiny_forward(config: Mask2FormerConfig) -> None:
             torch.randn(1, channels, 64, 64),
             mask_labels=[mask],
             class_labels=[torch.tensor([0])],
+            return_dict=True,  # a fuzzed config may say return_dict false, which is valid
         )
     assert out.class_queries_logits.shape == (1, config.num_queries, config.num_labels + 1)
     assert math.isfinite(float(out.loss)), f"loss {float(out.loss)}"
