@@ -420,6 +420,7 @@ def test_pretrained_model_class_attributes():
     for cls in (Mask2FormerModel, Mask2FormerForUniversalSegmentation):
         assert cls.main_input_name == "pixel_values" and cls.base_model_prefix == "model"
         assert cls.can_generate() is False and cls._tied_weights_keys is None
+        assert cls.get_output_embeddings(None) is None
 
 
 def test_returned_states_get_gradients(ours):

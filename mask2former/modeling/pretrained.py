@@ -139,6 +139,10 @@ class PreTrainedMixin:
         generation_config.json then, and neither does this one)."""
         return False
 
+    def get_output_embeddings(self) -> None:
+        """None: no token embeddings to tie or resize (transformers' default)."""
+        return None
+
     @classmethod
     def from_pretrained(
         cls,
