@@ -278,6 +278,26 @@ def test_config_output_flags_are_used(ours):
         assert not isinstance(ours(PIXELS, return_dict=True), tuple)
 
 
+def test_config_return_dict_is_used(ours):
+    """return_dict=None follows config.return_dict, as in transformers; the pipeline and the
+    trainer ask for outputs by name whatever the config says."""
+    from mask2former import Mask2FormerImageProcessor
+    from mask2former.inference import Pipeline, TaskOptions, TorchRunner
+
+    config = ours.config
+    config.return_dict = False
+    try:
+        with torch.no_grad():
+            assert isinstance(ours(PIXELS), tuple) and isinstance(ours.model(PIXELS), tuple)
+            assert not isinstance(ours(PIXELS, return_dict=True), tuple)
+        image = (torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy()
+        pipeline = Pipeline(TorchRunner(ours), Mask2FormerImageProcessor())
+        (result,) = pipeline.predict([image], TaskOptions("semantic"))
+        assert result.segmentation.shape == (64, 64)
+    finally:
+        config.return_dict = True
+
+
 def test_num_parameters_as_transformers(reference, ours):
     ref, _ = reference
     assert ours.num_parameters() == ref.num_parameters()

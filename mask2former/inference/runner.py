@@ -58,7 +58,7 @@ class TorchRunner:
 
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor) -> QueryLogits:
-        out = self.model(pixel_values=pixel_values.to(self.device, self.dtype))
+        out = self.model(pixel_values=pixel_values.to(self.device, self.dtype), return_dict=True)
         return QueryLogits(out.class_queries_logits, out.masks_queries_logits)
 
 

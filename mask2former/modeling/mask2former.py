@@ -32,10 +32,6 @@ from .transformer_decoder import DecoderOutput, MaskedAttentionDecoder, build_tr
 __all__ = ["Mask2FormerModel", "Mask2FormerForUniversalSegmentation"]
 
 MIN_IMAGE_SIDE = 32  # one pixel of the stride-32 map
-# The forward's return_dict=None means a ModelOutput. transformers reads config.use_return_dict
-# here; that waits for tests/test_config_fuzz.py, whose forward pass reads attributes of the
-# output of a config with return_dict false (it must pass return_dict=True first).
-_RETURN_DICT_DEFAULT = True
 
 
 class PixelLevelModule(nn.Module):
@@ -171,8 +167,8 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
             output_hidden_states = config.output_hidden_states
         if output_attentions is None:
             output_attentions = config.output_attentions
-        if return_dict is None:
-            return_dict = _RETURN_DICT_DEFAULT
+        if return_dict is None:  # as transformers: the config's return_dict (default True)
+            return_dict = self.config.use_return_dict
         features = self.pixel_level_module.encoder(pixel_values)
         pixel = self.pixel_level_module.decoder(features)
         dec = self.transformer_module(
@@ -232,8 +228,8 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
         ones, final and auxiliary apart."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("mask_labels and class_labels must be given together")
-        if return_dict is None:
-            return_dict = _RETURN_DICT_DEFAULT
+        if return_dict is None:  # as transformers: the config's return_dict (default True)
+            return_dict = self.config.use_return_dict
         outputs = self.model(
             pixel_values,
             pixel_mask=pixel_mask,

@@ -51,6 +51,7 @@ class Mask2FormerObjective:
             batch["pixel_values"],
             mask_labels=batch["mask_labels"],
             class_labels=batch["class_labels"],
+            return_dict=True,  # whatever the config's return_dict says
         )
         # Only the final prediction's terms are logged (the auxiliary ones are in the total).
         return StepLoss(out.loss, out.losses.final_weighted())
