@@ -11,7 +11,7 @@ import torch
 from ..coco import label_categories
 from ..data.sample import sample_to_panoptic, sample_to_semantic
 from ..inference.options import TASKS, TaskOptions
-from ..inference.pipeline import Pipeline
+from ..inference.pipeline import Pipeline, window_size
 from ..inference.results import SegmentationResult
 from ..inference.runner import TorchRunner
 from .coco_ap import CocoMaskAPEvaluator
@@ -152,7 +152,7 @@ def evaluate_pipeline(
 
         # Only on a terminal (disable=None), so logs and error messages stay clean lines.
         bar = tqdm(total=limit, desc="evaluate", unit="img", disable=None)
-    for window in _windows(dataset, max(8, 4 * batch_size), limit):
+    for window in _windows(dataset, window_size(batch_size), limit):
         outputs = pipeline.run([s["image"] for _, s in window], list(requests.values()), batch_size)
         for (index, sample), per_task in zip(window, outputs):
             results = dict(zip(requests, per_task))

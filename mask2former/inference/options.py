@@ -9,7 +9,7 @@ from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
 
 from ..config import TASKS  # the one list of tasks (config.json's ``task`` takes the same)
 
-__all__ = ["TASKS", "TaskOptions", "ModelInfo", "model_threshold"]
+__all__ = ["TASKS", "TaskOptions", "ModelInfo", "check_request", "model_threshold"]
 
 
 def model_threshold(config: Any, fallback: Optional[float]) -> Optional[float]:
@@ -35,6 +35,14 @@ def _probability(name: str, value: Any) -> float:
     ):
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
+
+
+def check_request(task: Optional[str], threshold: Optional[float]) -> None:
+    """The task and score threshold of a request, each when given (ValueError naming it)."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if threshold is not None:
+        _probability("threshold", threshold)
 
 
 @dataclass(frozen=True)
@@ -117,9 +125,7 @@ class TaskOptions:
     top_k: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        _probability("threshold", self.threshold)
+        check_request(self.task, self.threshold)
         _probability("mask_threshold", self.mask_threshold)
         if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):
             raise ValueError(f"top_k must be an integer of at least 1, got {self.top_k!r}")

@@ -21,7 +21,13 @@ from .options import ModelInfo, TaskOptions
 from .results import SegmentationResult, to_results
 from .runner import ModelRunner, load_torch_runner
 
-__all__ = ["Pipeline", "build_pipeline", "size_groups"]
+__all__ = ["Pipeline", "build_pipeline", "size_groups", "window_size"]
+
+
+def window_size(batch_size: int) -> int:
+    """Images a caller loads and hands to :meth:`Pipeline.run` at once: enough for several
+    same-size batches to form, few enough to bound memory."""
+    return max(8, 4 * max(1, int(batch_size)))
 
 
 def size_groups(shapes: Sequence[Tuple[int, ...]], batch_size: int) -> Iterator[List[int]]:

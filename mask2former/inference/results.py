@@ -124,30 +124,35 @@ def _semantic(
 ) -> SegmentationResult:
     seg = (classes + 1).astype(np.int32)
     labels = np.unique(classes).tolist()
-    scores = _semantic_scores(logits, index, classes, labels)
-    segments = [_segment(info, c + 1, c, scores[c], classes == c, False) for c in labels]
+    masks = [classes == c for c in labels]  # one (H, W) mask per class present
+    scores = _semantic_scores(logits, index, masks, labels)
+    segments = [
+        _segment(info, c + 1, c, score, mask, False)
+        for c, score, mask in zip(labels, scores, masks)
+    ]
     return SegmentationResult("semantic", classes.shape, seg, segments)
 
 
 def _semantic_scores(
-    logits: QueryLogits, index: int, classes: np.ndarray, labels: List[int]
-) -> Dict[int, float]:
-    """Mean over a class's pixels of its normalised per-pixel class probability.
+    logits: QueryLogits, index: int, masks: List[np.ndarray], labels: List[int]
+) -> List[float]:
+    """Per class of ``labels`` (its (H, W) pixels in ``masks``), the mean over its pixels of
+    its normalised per-pixel class probability.
 
     Computed on the low-resolution mask grid and nearest-sampled at the class map's pixels,
     which is plenty for one number per segment and keeps this cheap on big photos.
     """
     probs = logits.class_queries_logits[index].float().softmax(-1)[:, :-1]  # (Q, C)
-    masks = logits.masks_queries_logits[index].float().sigmoid()  # (Q, h, w)
-    scores = torch.einsum("qc,qhw->chw", probs[:, labels], masks)  # (K, h, w)
-    total = torch.einsum("qc,qhw->hw", probs, masks).clamp_min(1e-12)
+    query_masks = logits.masks_queries_logits[index].float().sigmoid()  # (Q, h, w)
+    scores = torch.einsum("qc,qhw->chw", probs[:, labels], query_masks)  # (K, h, w)
+    total = torch.einsum("qc,qhw->hw", probs, query_masks).clamp_min(1e-12)
     norm = (scores / total).cpu().numpy()
-    h, w = masks.shape[-2:]
-    H, W = classes.shape
+    h, w = query_masks.shape[-2:]
+    H, W = masks[0].shape
     ys = np.minimum((np.arange(H) + 0.5) * h / H, h - 1).astype(int)
     xs = np.minimum((np.arange(W) + 0.5) * w / W, w - 1).astype(int)
-    out = {}
-    for k, c in enumerate(labels):
-        yy, xx = np.nonzero(classes == c)
-        out[c] = float(norm[k][ys[yy], xs[xx]].mean())
+    out = []
+    for k, mask in enumerate(masks):
+        yy, xx = np.nonzero(mask)
+        out.append(float(norm[k][ys[yy], xs[xx]].mean()))
     return out

@@ -18,9 +18,9 @@ import numpy as np
 
 from .images import ImageError, load_image
 from .inputs import collect_inputs, output_names
-from .options import TaskOptions
+from .options import TaskOptions, check_request
 from .outputs import OutputPaths, prepare_out_dir, read_record, write_coco, write_outputs
-from .pipeline import Pipeline, build_pipeline
+from .pipeline import Pipeline, build_pipeline, window_size
 
 __all__ = ["SegmentReport", "segment"]
 
@@ -98,8 +98,7 @@ def segment(
     out_dir = os.fspath(out_dir)
     # Everything that does not depend on an image is checked once, before any work.
     _check_batch_size(batch_size)
-    if task is not None or threshold is not None:
-        TaskOptions(task=task or "panoptic", threshold=0.5 if threshold is None else threshold)
+    check_request(task, threshold)
     prepare_out_dir(out_dir)
     run = _Run(out_dir, overwrite, log)
     files, errors = collect_inputs(inputs, exclude=out_dir)
@@ -114,7 +113,7 @@ def segment(
     )
     todo = run.plan(files, options.task)
     run.start_progress(len(todo), progress)
-    window = max(8, 4 * batch_size)  # images held in memory at once
+    window = window_size(batch_size)
     for begin in range(0, len(todo), window):
         run.segment_window(pipeline, todo[begin : begin + window], options, batch_size)
     run.close()
