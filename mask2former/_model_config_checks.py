@@ -112,7 +112,9 @@ def check_label2id(value: Any, num_labels: int) -> Dict[str, int]:
     out = {}
     for key, index in value.items():
         name = f"label2id[{key!r}]"
-        out[_label_name("label2id key", key)] = check_int(name, index)
+        if isinstance(index, str) and index.isdigit():  # {"cat": "0"}: on the hub, as transformers
+            index = int(index)
+        out[_label_name("label2id key", key)] = index = check_int(name, index)
         if not 0 <= index < num_labels:
             raise ConfigError(
                 f"{name}: {index} is not a class id of id2label, which has {num_labels} "

@@ -237,6 +237,23 @@ class Mask2FormerConfig(JsonConfig):
             self.label2id = {v: k for k, v in self.id2label.items()}
 
     @property
+    def torch_dtype(self) -> Any:
+        """The dtype the weights were saved in, as a ``torch.dtype`` (transformers' type) or None
+        (not recorded); set it as a dtype or its name. Stored and written by name."""
+        name = self._torch_dtype
+        if isinstance(name, str) and name in DTYPES:
+            import torch  # here, so that reading a config does not load torch
+
+            return getattr(torch, name.replace("torch.", ""))
+        return name  # None, or a value validate() will refuse
+
+    @torch_dtype.setter
+    def torch_dtype(self, value: Any) -> None:
+        if type(value).__module__ == "torch" and type(value).__name__ == "dtype":
+            value = str(value).split(".", 1)[-1]
+        self._torch_dtype = value
+
+    @property
     def use_return_dict(self) -> bool:
         """Whether the models return their output dataclass (True) or a tuple by default."""
         return self.return_dict
@@ -302,4 +319,5 @@ class Mask2FormerConfig(JsonConfig):
         out["backbone_config"] = self.backbone_config.to_dict()
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["num_hidden_layers"] = self.decoder_layers
+        out["torch_dtype"] = self._torch_dtype
         return out

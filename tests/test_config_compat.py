@@ -41,11 +41,17 @@ def test_output_flags_survive_a_round_trip(tmp_path):
     )
 
 
-def test_torch_dtype_is_stored_by_name():
+def test_torch_dtype_reads_as_a_torch_dtype_and_is_written_by_name(tmp_path):
+    # transformers turns the name into a torch.dtype; code compares it with torch.float16.
     config = Mask2FormerConfig(torch_dtype=torch.bfloat16)
     config.validate()
-    assert config.torch_dtype == "bfloat16"
-    assert Mask2FormerConfig(torch_dtype="float16").torch_dtype == "float16"
+    assert config.torch_dtype == torch.bfloat16
+    assert config.to_dict()["torch_dtype"] == "bfloat16"
+    assert Mask2FormerConfig(torch_dtype="float16").torch_dtype == torch.float16
+    assert Mask2FormerConfig(torch_dtype="torch.float16").torch_dtype == torch.float16
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert Mask2FormerConfig.from_pretrained(tmp_path).torch_dtype == torch.bfloat16
     with pytest.raises(ConfigError, match="torch_dtype"):
         Mask2FormerConfig(torch_dtype="int8").validate()
 
@@ -230,6 +236,33 @@ def test_unknown_keys_of_a_file_stay_attributes(tmp_path):
     assert config.to_dict()["architectures"] == ["Mask2FormerForUniversalSegmentation"]
 
 
+def test_transformers_generic_keys_keep_their_values_and_defaults():
+    # PretrainedConfig's keys mean nothing to the model, but user code reads them.
+    config = Mask2FormerConfig(torchscript=True, problem_type="x", num_beams=3, max_length=20)
+    assert (config.torchscript, config.problem_type, config.num_beams) == (True, "x", 3)
+    assert config.tie_word_embeddings is True and config.pad_token_id is None
+    data = config.to_dict()
+    assert (data["torchscript"], data["problem_type"], data["num_beams"]) == (True, "x", 3)
+    assert "max_length" not in data and "tie_word_embeddings" not in data  # defaults
+    assert Mask2FormerConfig.from_dict(data) == config
+    assert SwinConfig(torchscript=True).torchscript is True
+    config = Mask2FormerConfig.from_dict(Mask2FormerConfig().to_dict(), torchscript=True)
+    assert config.torchscript is True
+    with pytest.raises(AttributeError, match="no_such_key"):
+        getattr(Mask2FormerConfig(), "no_such_key")  # noqa: B009
+
+
+def test_label2id_ids_written_as_digit_strings_are_read_as_ints():
+    # Some hub configs write {"cat": "0"}; transformers accepts them.
+    config = Mask2FormerConfig(id2label={0: "cat", 1: "dog"}, label2id={"cat": "0", "dog": "1"})
+    config.validate()
+    assert config.label2id == {"cat": 0, "dog": 1}
+    with pytest.raises(ConfigError, match=r"label2id\['cat'\]: expected an integer"):
+        Mask2FormerConfig(id2label={0: "cat"}, label2id={"cat": "zero"}).validate()
+    with pytest.raises(ConfigError, match=r"label2id\['cat'\]: 7 is not a class id"):
+        Mask2FormerConfig(id2label={0: "cat"}, label2id={"cat": "7"}).validate()
+
+
 # -- round trips and files -------------------------------------------------------------------
 
 
@@ -312,7 +345,7 @@ def test_the_dtype_key_of_transformers_5_is_torch_dtype(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"dtype": "bfloat16", "model_type": "mask2former"}))
     config = Mask2FormerConfig.from_json_file(path)
-    assert config.torch_dtype == "bfloat16" and "dtype" not in config.to_dict()
+    assert config.torch_dtype == torch.bfloat16 and "dtype" not in config.to_dict()
 
 
 def test_from_dict_takes_changes_and_return_unused_kwargs():

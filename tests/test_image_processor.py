@@ -268,12 +268,14 @@ def test_save_load_roundtrip_and_transformers_compat(tmp_path):
     written = json.loads((tmp_path / "preprocessor_config.json").read_text())
     ref = _reference(size=384, ignore_index=255)
     expected = {k: v for k, v in ref.to_dict().items() if k != "_processor_class"}
-    # do_reduce_labels: the name transformers 5.x reads (4.37.2 keeps it as a plain attribute).
-    ours_only = ("num_labels", "do_reduce_labels")
+    # do_reduce_labels: the name transformers 5.x reads; pad_size: a 5.x setting, written when
+    # None too as 5.x does (4.37.2 keeps both as plain attributes).
+    ours_only = ("num_labels", "do_reduce_labels", "pad_size")
     assert {k: v for k, v in written.items() if k not in ours_only} == json.loads(
         json.dumps(expected)
     )
     assert written["num_labels"] == 133 and written["do_reduce_labels"] is False
+    assert written["pad_size"] is None and "data_format" not in written
     loaded = Mask2FormerImageProcessor.from_pretrained(tmp_path)
     assert loaded.to_dict() == proc.to_dict()
     with warnings.catch_warnings():

@@ -394,6 +394,38 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(
     assert Mask2FormerModel.supports_gradient_checkpointing
 
 
+def test_the_legacy_gradient_checkpointing_key_turns_it_on(tmp_path):
+    # Config files of older transformers carry "gradient_checkpointing"; transformers turns
+    # checkpointing on and drops the key.
+    data = json.loads(tiny_reference_config().to_json_string())
+    config = Mask2FormerConfig.from_dict({**data, "gradient_checkpointing": True})
+    model = Mask2FormerForUniversalSegmentation(config)
+    assert model.is_gradient_checkpointing
+    assert "gradient_checkpointing" not in model.config.to_dict()
+    model.save_pretrained(tmp_path)
+    assert not Mask2FormerForUniversalSegmentation.from_pretrained(
+        tmp_path
+    ).is_gradient_checkpointing
+    off = Mask2FormerModel(Mask2FormerConfig.from_dict({**data, "gradient_checkpointing": False}))
+    assert not off.is_gradient_checkpointing
+    from mask2former import ConfigError
+
+    with pytest.raises(ConfigError, match="gradient_checkpointing: expected true or false"):
+        Mask2FormerModel(Mask2FormerConfig.from_dict({**data, "gradient_checkpointing": "yes"}))
+
+
+def test_initial_sampling_offsets_are_symmetric():
+    # The start directions cancel out (transformers' init test checks the mean to 1e-9); in
+    # float32 arithmetic cos(pi/2) left a 1e-7 bias.
+    model = Mask2FormerModel(
+        Mask2FormerConfig.from_dict(json.loads(tiny_reference_config().to_json_string()))
+    )
+    for layer in model.pixel_level_module.decoder.encoder.layers:
+        bias = layer.self_attn.sampling_offsets.bias
+        assert abs(bias.mean().item()) < 1e-9
+        assert bias.abs().max().item() == layer.self_attn.n_points  # on the square, not the circle
+
+
 def test_model_construction_validates_a_changed_config():
     from mask2former import ConfigError
 
@@ -412,7 +444,7 @@ def test_saved_dtype_is_recorded_for_auto(reference, tmp_path):
     model = Mask2FormerForUniversalSegmentation.from_pretrained(folder, torch_dtype=torch.bfloat16)
     model.save_pretrained(tmp_path / "bf16")
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
-    assert model.config.torch_dtype == "float32"  # as read: the model's config is unchanged
+    assert model.config.torch_dtype == torch.float32  # as read: the model's config is unchanged
     loaded = Mask2FormerForUniversalSegmentation.from_pretrained(
         tmp_path / "bf16", torch_dtype="auto"
     )

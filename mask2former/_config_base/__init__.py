@@ -35,7 +35,7 @@ from .checks import (
     stage_names_of,
     take_alias,
 )
-from .json_config import CONFIG_NAME, GENERIC_KEYS, JsonConfig, read_json_object
+from .json_config import CONFIG_NAME, DERIVED_KEYS, GENERIC_DEFAULTS, JsonConfig, read_json_object
 
 __all__ = [
     "ACTIVATIONS", "INT32", "MAX_FEEDFORWARD", "MAX_INPUT_CHANNELS", "MAX_LABELS", "MAX_LAYERS",
@@ -43,5 +43,5 @@ __all__ = [
     "ConfigError", "apply_checks", "check_bool", "check_choice", "check_float",
     "check_image_size", "check_int", "check_list", "check_probability", "check_stage_names",
     "check_stage_sizes", "int_list", "optional", "prefixed", "show", "stage_names_of",
-    "take_alias", "CONFIG_NAME", "GENERIC_KEYS", "JsonConfig", "read_json_object",
+    "take_alias", "CONFIG_NAME", "DERIVED_KEYS", "GENERIC_DEFAULTS", "JsonConfig", "read_json_object",
 ]  # fmt: skip

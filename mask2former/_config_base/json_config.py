@@ -15,24 +15,35 @@ from .checks import ConfigError, prefixed, show
 
 CONFIG_NAME = "config.json"
 
-# Keys that the reference writes for every config but that mean nothing to this library; they are
-# dropped on load so they do not clutter the config (they are harmless either way). The few that
-# do mean something to a Mask2Former config (the output flags, hidden_size, num_hidden_layers)
-# are taken as its fields before this applies; for a backbone config they mean nothing.
-GENERIC_KEYS = {
-    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
-    "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
-    "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size", "add_cross_attention",
-    "tie_encoder_decoder", "max_length", "min_length", "do_sample", "early_stopping", "num_beams",
-    "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p", "typical_p",
-    "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size",
-    "bad_words_ids", "num_return_sequences", "output_scores", "return_dict_in_generate",
-    "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
-    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
-    "finetuning_task", "tokenizer_class", "prefix", "bos_token_id", "pad_token_id", "eos_token_id",
-    "sep_token_id", "decoder_start_token_id", "task_specific_params", "problem_type",
-    "_name_or_path", "_commit_hash", "hidden_size", "num_layers", "stage_names", "out_indices",
-    "num_hidden_layers", "transformers_version",
+# transformers' PretrainedConfig keys (4.x) and their defaults. They mean nothing to a
+# segmentation model here (the output flags are Mask2FormerConfig's own fields), but user code
+# and the reference's tests read them: a value other than the default is kept as an attribute
+# and written back; a key left at its default is answered by ``__getattr__`` and not stored, so
+# files stay uncluttered.
+GENERIC_DEFAULTS: Dict[str, Any] = {
+    "return_dict": True, "output_hidden_states": False, "output_attentions": False,
+    "torchscript": False, "use_bfloat16": False, "tf_legacy_loss": False, "pruned_heads": {},
+    "tie_word_embeddings": True, "chunk_size_feed_forward": 0, "is_encoder_decoder": False,
+    "is_decoder": False, "cross_attention_hidden_size": None, "add_cross_attention": False,
+    "tie_encoder_decoder": False, "max_length": 20, "min_length": 0, "do_sample": False,
+    "early_stopping": False, "num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0,
+    "temperature": 1.0, "top_k": 50, "top_p": 1.0, "typical_p": 1.0, "repetition_penalty": 1.0,
+    "length_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "num_return_sequences": 1, "output_scores": False,
+    "return_dict_in_generate": False, "forced_bos_token_id": None, "forced_eos_token_id": None,
+    "remove_invalid_values": False, "exponential_decay_length_penalty": None,
+    "suppress_tokens": None, "begin_suppress_tokens": None, "architectures": None,
+    "finetuning_task": None, "tokenizer_class": None, "prefix": None, "bos_token_id": None,
+    "pad_token_id": None, "eos_token_id": None, "sep_token_id": None,
+    "decoder_start_token_id": None, "task_specific_params": None, "problem_type": None,
+}  # fmt: skip
+
+# Keys the reference writes that are derived from other fields or describe the writer: dropped
+# on load (the fields they derive from are read; a config class that has them as properties,
+# such as the backbone's ``stage_names``, takes them before this applies).
+DERIVED_KEYS = {
+    "_name_or_path", "_commit_hash", "transformers_version", "hidden_size", "num_layers",
+    "stage_names", "out_indices", "num_hidden_layers", "model_type",
 }  # fmt: skip
 
 
@@ -63,7 +74,11 @@ class JsonConfig:
     def _set_extras(self, kwargs: Dict[str, Any]) -> None:
         """Keep keys this class does not model as attributes (written back by ``to_dict``)."""
         for key, value in kwargs.items():
-            if key in GENERIC_KEYS or key == "model_type":
+            if key in DERIVED_KEYS:
+                continue
+            if key in GENERIC_DEFAULTS:
+                if value != GENERIC_DEFAULTS[key]:
+                    setattr(self, key, copy.deepcopy(value))
                 continue
             if hasattr(type(self), key):
                 # A key such as "validate" or "stage_channels" would replace a method or fail
@@ -73,6 +88,12 @@ class JsonConfig:
                     "or properties)"
                 )
             setattr(self, key, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when ``name`` is not set: the defaults of the generic keys.
+        if name in GENERIC_DEFAULTS:
+            return copy.deepcopy(GENERIC_DEFAULTS[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """The fields, then any other public attribute (extra keys read from a file, or set
@@ -109,7 +130,7 @@ class JsonConfig:
     ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         """``(fields to change, other keywords)``; the others are a TypeError naming them
         unless ``return_unused``. A field is a key of ``to_dict()`` or a settable property."""
-        known = set(self.to_dict()) | _settable_properties(type(self))
+        known = set(self.to_dict()) | _settable_properties(type(self)) | set(GENERIC_DEFAULTS)
         unused = {key: value for key, value in kwargs.items() if key not in known}
         if unused and not return_unused:
             name = type(self).__name__

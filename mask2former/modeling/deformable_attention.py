@@ -245,11 +245,13 @@ class MultiscaleDeformableAttention(nn.Module):
         """The Deformable DETR start: head h samples along direction 2*pi*h/heads, point p at
         distance p+1; uniform attention over points."""
         self.sampling_offsets.weight.zero_()
-        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        # In float64: cos(pi/2) is then 6e-17 rather than -4e-8, so the directions are
+        # symmetric to float32 precision (their mean is 0, as the exact start's).
+        angles = torch.arange(self.n_heads, dtype=torch.float64) * (2.0 * math.pi / self.n_heads)
         grid = torch.stack([angles.cos(), angles.sin()], -1)
         grid = grid / grid.abs().max(-1, keepdim=True)[0]
         grid = grid.view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1)
-        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float64).view(1, 1, -1, 1)
         self.sampling_offsets.bias.copy_(grid.flatten())
         self.attention_weights.weight.zero_()
         self.attention_weights.bias.zero_()

@@ -142,6 +142,8 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
         )
         self.transformer_module = TransformerModule(config, build_transformer_decoder(config))
         init_weights(self, config.init_std, config.init_xavier_std)
+        # Here and not in the head model: this one holds every checkpointed block.
+        self._apply_legacy_checkpointing_flag()
 
     def forward(
         self,

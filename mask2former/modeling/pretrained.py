@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from torch import nn
 
+from .._config_base.checks import check_bool
 from ..checkpoint import (
     HEAD_PREFIXES,
     CheckpointError,
@@ -350,6 +351,13 @@ class PreTrainedMixin:
 
     def gradient_checkpointing_disable(self) -> None:
         set_gradient_checkpointing(self, False)
+
+    def _apply_legacy_checkpointing_flag(self) -> None:
+        """Config files of older transformers carry ``gradient_checkpointing``; true turns it on,
+        and the key is removed from the config (as transformers does)."""
+        flag = vars(self.config).pop("gradient_checkpointing", False)
+        if check_bool("gradient_checkpointing", flag):
+            self.gradient_checkpointing_enable()
 
     @property
     def is_gradient_checkpointing(self) -> bool:

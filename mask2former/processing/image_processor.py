@@ -102,7 +102,9 @@ class Mask2FormerImageProcessor(ProcessorFiles):
         )
         + LATER_KEYS
     )
-    _OMIT_WHEN_NONE = LATER_KEYS
+    # pad_size is a setting of transformers 5.x's processors, which write it also when None (and
+    # 4.37.2 reads the key as a plain attribute); the other later keys stay out while unset.
+    _OMIT_WHEN_NONE = tuple(key for key in LATER_KEYS if key != "pad_size")
 
     def __init__(
         self,
