@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .exporting import is_exporting
+
 __all__ = [
     "MultiscaleDeformableAttention",
     "multi_scale_deformable_attention",
@@ -300,7 +302,9 @@ class MultiscaleDeformableAttention(nn.Module):
         logits = logits.permute(3, 0, 1, 2).to(work, memory_format=torch.contiguous_format)
         weights = logits.softmax(0).view(levels, points, b, s, heads).permute(2, 3, 4, 0, 1)
         training = torch.is_grad_enabled() and (value.requires_grad or locations.requires_grad)
-        if training and value.device.type != "cpu":
+        if is_exporting() or (training and value.device.type != "cpu"):
+            # Exporting: GridSample is a standard ONNX operator (opset 16), embedding_bag is not
+            # one and its ONNX form mixes int32 and int64 indices, which onnxruntime refuses.
             # The gather's backward is written for the CPU (measured there); elsewhere autograd
             # through grid_sample is the well-trodden path.
             out = multi_scale_deformable_attention_grid_sample(

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .exporting import is_exporting
+
 __all__ = ["token_mlp"]
 
 # Hidden activations above this size are computed in row chunks during inference. Fresh
@@ -30,7 +32,9 @@ def token_mlp(
     """
     hidden = first.out_features
     rows = x.numel() // x.shape[-1]
-    if torch.is_grad_enabled() or rows * hidden * x.element_size() <= 2 * CHUNK_BYTES:
+    if is_exporting() or torch.is_grad_enabled():  # exported: one graph for every size
+        return second(act(first(x)))
+    if rows * hidden * x.element_size() <= 2 * CHUNK_BYTES:
         return second(act(first(x)))
     flat = x.reshape(rows, x.shape[-1])
     out = flat.new_empty(rows, second.out_features)

@@ -125,7 +125,7 @@ class PixelDecoder(nn.Module):
         """features: 4 maps (B, C_i, H/s_i, W/s_i), finest first."""
         coarse = list(features[-NUM_LEVELS:])[::-1]  # strides 32, 16, 8
         batch = coarse[0].shape[0]
-        shapes = [(int(f.shape[2]), int(f.shape[3])) for f in coarse]
+        shapes = [(f.shape[2], f.shape[3]) for f in coarse]  # symbolic when exported
         tokens, pos = [], []
         for level, (feature, proj) in enumerate(zip(coarse, self.input_projections)):
             h, w = shapes[level]

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import SwinConfig
 from .activations import get_activation
+from .exporting import is_exporting
 from .fast_ops import token_mlp
 from .grad_checkpoint import run_block
 
@@ -51,14 +52,14 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int, device) -> torc
     regions that are not neighbours in the image; pairs from different regions get -100 (the
     value of the original implementation, so results match it exactly).
     """
-    region = torch.zeros(1, h, w, 1, device=device)
-    bounds = ((0, h - window), (h - window, h - shift), (h - shift, h))
-    wbounds = ((0, w - window), (w - window, w - shift), (w - shift, w))
-    label = 0
-    for y0, y1 in bounds:
-        for x0, x1 in wbounds:
-            region[:, y0:y1, x0:x1] = label
-            label += 1
+    # Region of each row (0, 1, 2 at the bounds h - window and h - shift), likewise of each
+    # column; a pixel's region is row * 3 + column. Computed, not sliced, so that an exported
+    # graph builds it for any size.
+    rows = torch.arange(h, device=device)
+    cols = torch.arange(w, device=device)
+    row_region = (rows >= h - window).long() + (rows >= h - shift).long()
+    col_region = (cols >= w - window).long() + (cols >= w - shift).long()
+    region = (row_region[:, None] * 3 + col_region[None, :]).to(torch.float32)[None, :, :, None]
     ids = window_partition(region, window).squeeze(-1)  # (nW, window^2)
     diff = ids[:, None, :] - ids[:, :, None]
     return torch.where(diff != 0, -100.0, 0.0)
@@ -90,7 +91,8 @@ class SwinSelfAttention(nn.Module):
         table = self.relative_position_bias_table
         # Inference tensors (a model loaded under inference_mode) have no version counter, so
         # their in-place updates could not be noticed: those are never cached.
-        use_cache = not torch.is_grad_enabled() and not table.is_inference()
+        # Nor when exporting: the graph must gather from the table it holds.
+        use_cache = not (torch.is_grad_enabled() or table.is_inference() or is_exporting())
         if use_cache:
             key = (table.data_ptr(), table._version, table.dtype, table.device)
             cached = getattr(self, "_bias_cache", None)
@@ -122,7 +124,13 @@ class SwinSelfAttention(nn.Module):
                 # The windows of one image are consecutive, so the mask repeats per image.
                 # Kept 4-D: a 5-D call falls back to PyTorch's slow math attention.
                 attn_bias = attn_bias.repeat(bw // nw, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        if is_exporting():
+            # The exporters' decomposition of the fused attention gives an output whose strides
+            # break the reshape below; the plain formula exports cleanly (same values).
+            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + attn_bias
+            out = scores.softmax(-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
         return out.transpose(1, 2).reshape(bw, n, c)
 
 
@@ -198,17 +206,21 @@ class SwinBlock(nn.Module):
         b, h, w, c = x.shape
         ws, shift = self.window_size, self.shift_size
         y = self.layernorm_before(x)
-        pad_h, pad_w = (-h) % ws, (-w) % ws
-        if pad_h or pad_w:
-            y = F.pad(y, (0, 0, 0, pad_w, 0, pad_h))
-        hp, wp = h + pad_h, w + pad_w
+        # Padded to whole windows. Written as (ceil(h / ws)) * ws, not h + (-h) % ws: the same
+        # number, but an exporter's symbolic shapes then see a multiple of ws at once.
+        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
+        if is_exporting() or hp != h or wp != w:  # exported: one graph for padded and not
+            y = F.pad(y, (0, 0, 0, wp - w, 0, hp - h))
         shift_mask = None
         if shift:
             y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-            key = (hp, wp, ws, shift)
-            if key not in mask_cache:
-                mask_cache[key] = shifted_window_mask(hp, wp, ws, shift, x.device)
-            shift_mask = mask_cache[key]
+            if is_exporting():  # symbolic sizes cannot key a dict; the graph builds it
+                shift_mask = shifted_window_mask(hp, wp, ws, shift, x.device)
+            else:
+                key = (hp, wp, ws, shift)
+                if key not in mask_cache:
+                    mask_cache[key] = shifted_window_mask(hp, wp, ws, shift, x.device)
+                shift_mask = mask_cache[key]
         y = self.attention(window_partition(y, ws), shift_mask)
         y = window_merge(y, ws, hp, wp)
         if shift:
@@ -234,8 +246,9 @@ class SwinPatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[1:3]
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        hp, wp = (h + 1) // 2 * 2, (w + 1) // 2 * 2  # even (see SwinBlock for the form)
+        if is_exporting() or hp != h or wp != w:
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
         # Order (even row, even col), (odd, even), (even, odd), (odd, odd): the weights expect it.
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
         return self.reduction(self.norm(x))
@@ -262,9 +275,10 @@ class SwinPatchEmbeddingsProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.patch, (-w) % self.patch
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        p = self.patch
+        hp, wp = (h + p - 1) // p * p, (w + p - 1) // p * p  # whole patches (see SwinBlock)
+        if is_exporting() or hp != h or wp != w:
+            x = F.pad(x, (0, wp - w, 0, hp - h))
         return self.projection(x)
 
 

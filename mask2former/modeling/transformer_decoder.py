@@ -265,20 +265,21 @@ class MaskedAttentionDecoder(nn.Module):
             mask_features: (B, Cm, H/4, W/4).
             output_attentions: also return each layer's self-attention weights.
         """
-        # target size -> resized mask features, shared by the layers attending to that level
-        resized: Dict[Tuple[int, int], torch.Tensor] = {}
+        # level -> mask features resized to that level, shared by the layers attending to it
+        # (keyed by level, not size: sizes are symbolic, unhashable, when exported)
+        resized: Dict[int, torch.Tensor] = {}
 
-        def predict(normed: torch.Tensor, size: Tuple[int, int]):
-            if size not in resized:
-                resized[size] = resize_features(mask_features, size)
-            return self.mask_predictor.predict(normed, mask_features, resized[size])
+        def predict(normed: torch.Tensor, level: int):
+            if level not in resized:
+                resized[level] = resize_features(mask_features, sizes[level])
+            return self.mask_predictor.predict(normed, mask_features, resized[level])
 
         queries_first = [queries.transpose(0, 1)]
         x = queries_first[0].transpose(0, 1)  # the same strides as ``queries``: free
         hidden_states = [x]
         normed = self.layernorm(x)
         intermediate = [normed]
-        masks, blocked = predict(normed, sizes[0])
+        masks, blocked = predict(normed, 0)
         all_masks = [masks]
         attentions = []
         levels = len(memories)
@@ -299,7 +300,7 @@ class MaskedAttentionDecoder(nn.Module):
             hidden_states.append(x)
             normed = self.layernorm(x)
             intermediate.append(normed)
-            masks, blocked = predict(normed, sizes[(i + 1) % levels])
+            masks, blocked = predict(normed, (i + 1) % levels)
             all_masks.append(masks)
             if output_attentions:
                 attentions.append(weights)
