@@ -26,6 +26,7 @@ COMMANDS = {
     ),
     "train": ("train or fine-tune a model", "train"),
     "evaluate": ("evaluate a model: PQ, mask AP, mIoU", "evaluate"),
+    "export": ("export a model to ONNX for onnxruntime (needs the onnx extra)", "export"),
 }
 
 

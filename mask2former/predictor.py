@@ -56,16 +56,21 @@ class Predictor:
         name_or_path: Union[str, os.PathLike] = "shapes",
         device: Union[str, torch.device] = "cpu",
         dtype: Union[None, str, torch.dtype] = None,
+        backend: Optional[str] = None,
     ) -> Predictor:
         """Load a built-in model name (default "shapes"), a checkpoint folder or a hub id.
 
         ``dtype``: None / "float32", "bfloat16" or "float16" (or a torch dtype). The folder's
         ``preprocessor_config.json`` is used when present, else the processor's defaults.
+        ``backend``: "torch" or "onnxruntime" (a folder written by ``mask2former export``);
+        default: onnxruntime for a folder with ``model.onnx`` and no PyTorch weights.
         """
-        return cls.from_pipeline(build_pipeline(name_or_path, device=device, dtype=dtype))
+        pipeline = build_pipeline(name_or_path, device=device, dtype=dtype, backend=backend)
+        return cls.from_pipeline(pipeline)
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> Optional[torch.nn.Module]:
+        """The PyTorch model (None with the onnxruntime backend)."""
         return self.pipeline.runner.model  # type: ignore[attr-defined]
 
     @property

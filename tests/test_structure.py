@@ -22,7 +22,7 @@ LAYERS: List[Set[str]] = [
     {"data", "loss"},
     {"modeling"},
     {"inference"},
-    {"evaluation"},
+    {"evaluation", "export"},
     {"training"},
     {"predictor"},
     {"commands"},

@@ -139,12 +139,20 @@ def add_model_arguments(
     device_help: Optional[str] = None,
 ) -> argparse._ArgumentGroup:
     """A "model" group for the commands that run a trained model (segment, evaluate):
-    ``--model`` (default the built-in "shapes"), ``--device`` and ``--dtype`` (one of
-    :data:`DTYPES`; ``dtype_default`` None leaves the choice to the command)."""
+    ``--model`` (default the built-in "shapes"), ``--device``, ``--dtype`` (one of
+    :data:`DTYPES`; ``dtype_default`` None leaves the choice to the command) and ``--backend``."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="shapes", metavar=metavar, help=model_help)
     add_device_argument(group, help=device_help)
     group.add_argument("--dtype", choices=DTYPES, default=dtype_default, help=dtype_help)
+    group.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="runtime: torch, or onnxruntime for a folder written by 'mask2former export' "
+        "(needs the onnx extra); default: onnxruntime for a folder with model.onnx and no "
+        "PyTorch weights, else torch",
+    )
     return group
 
 

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         detections=args.detections,
         device=args.device,
         dtype=args.dtype,
+        backend=args.backend,
         progress=not args.no_progress,
     )
     print(report.tables(per_class=args.per_class))

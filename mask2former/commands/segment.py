@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        backend=args.backend,
         label_ids_to_fuse=_label_ids(args.label_ids_to_fuse),
         overwrite=args.overwrite,
         progress=False if args.no_progress else None,

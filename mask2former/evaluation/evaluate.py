@@ -108,18 +108,19 @@ def evaluate(
     detections: int = 100,
     device: str = "cpu",
     dtype: str = "float32",
+    backend: Optional[str] = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """Evaluate a model (built-in name, folder or hub id) on a dataset (folder, or "shapes" for
     ``num`` generated images from ``seed``); see :func:`~.runner.evaluate_model` for the test
-    settings. ``threshold`` defaults to the model's ``object_mask_threshold``, else 0.8.
+    settings; ``backend`` as :func:`~mask2former.inference.pipeline.build_pipeline`. ``threshold`` defaults to the model's ``object_mask_threshold``, else 0.8.
     Writes ``json_path`` and ``save_predictions`` when given (refused up front when they exist,
     unless ``overwrite``)."""
     from ..data.loading import check_labels, open_dataset
 
     check_outputs(json_path, save_predictions, overwrite)
     start = time.perf_counter()
-    pipeline = build_pipeline(model, device=device, dtype=dtype)
+    pipeline = build_pipeline(model, device=device, dtype=dtype, backend=backend)
     info = pipeline.info
     if threshold is None:
         threshold = 0.8 if info.object_mask_threshold is None else info.object_mask_threshold

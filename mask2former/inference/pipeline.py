@@ -17,11 +17,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .onnx_runner import has_onnx_model, load_onnx_runner
 from .options import ModelInfo, TaskOptions
 from .results import SegmentationResult, to_results
 from .runner import ModelRunner, load_torch_runner
 
-__all__ = ["Pipeline", "build_pipeline", "size_groups", "window_size"]
+__all__ = ["Pipeline", "BACKENDS", "build_pipeline", "choose_backend", "size_groups", "window_size"]
 
 
 def window_size(batch_size: int) -> int:
@@ -88,20 +89,49 @@ class Pipeline:
         return [r[0] for r in self.run(images, [options], batch_size)]
 
 
+BACKENDS = ("torch", "onnxruntime")
+
+
 def build_pipeline(
     name_or_path: Union[str, os.PathLike] = "shapes",
     device: Union[str, torch.device] = "cpu",
     dtype: Union[None, str, torch.dtype] = None,
+    backend: Optional[str] = None,
 ) -> Pipeline:
     """A built-in model name, checkpoint folder or hub id with its image processor (the folder's
-    ``preprocessor_config.json`` when present, else the processor's defaults)."""
+    ``preprocessor_config.json`` when present, else the processor's defaults).
+
+    ``backend``: "torch", "onnxruntime" (a folder written by ``mask2former export``), or None:
+    onnxruntime for a folder that has ``model.onnx`` and no PyTorch weights, else torch.
+    """
     from ..hub import resolve_file
     from ..processing.image_processor import CONFIG_NAME, Mask2FormerImageProcessor
 
-    runner = load_torch_runner(name_or_path, device=device, dtype=dtype)
+    backend = choose_backend(name_or_path, backend)
+    if backend == "onnxruntime":
+        if dtype not in (None, "float32", torch.float32):
+            raise ValueError("the onnxruntime backend runs the exported float32 graph: no --dtype")
+        runner: ModelRunner = load_onnx_runner(name_or_path, device=device)
+    else:
+        runner = load_torch_runner(name_or_path, device=device, dtype=dtype)
     config_path = resolve_file(name_or_path, CONFIG_NAME, required=False)
     if config_path is None:
         processor = Mask2FormerImageProcessor()
     else:
         processor = Mask2FormerImageProcessor.from_pretrained(config_path)
     return Pipeline(runner, processor, name=os.fspath(name_or_path))
+
+
+def choose_backend(name_or_path: Union[str, os.PathLike], backend: Optional[str]) -> str:
+    """``backend`` checked, or the one the folder calls for (see :func:`build_pipeline`)."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        return backend
+    folder = os.fspath(name_or_path)
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    if has_onnx_model(folder) and not any(
+        os.path.isfile(os.path.join(folder, name)) for name in weights
+    ):
+        return "onnxruntime"
+    return "torch"

@@ -63,6 +63,7 @@ def segment(
     batch_size: int = 1,
     device: str = "cpu",
     dtype: Optional[str] = None,
+    backend: Optional[str] = None,
     label_ids_to_fuse: Optional[Iterable[int]] = None,
     overwrite: bool = False,
     progress: Optional[bool] = None,
@@ -86,6 +87,7 @@ def segment(
             the model's own settings.
         batch_size: images per forward pass (same-size inputs only).
         device, dtype: where and in which precision the model runs.
+        backend: "torch" or "onnxruntime" (see :func:`~.pipeline.build_pipeline`).
         progress: show a progress bar (None: only on a terminal).
         predictor: a loaded :class:`mask2former.Predictor` or
             :class:`~mask2former.inference.pipeline.Pipeline` to use instead of ``model``.
@@ -105,7 +107,7 @@ def segment(
     for message in errors:
         run.fail(message)
     if predictor is None:
-        pipeline = build_pipeline(model, device=device, dtype=dtype)
+        pipeline = build_pipeline(model, device=device, dtype=dtype, backend=backend)
     else:
         pipeline = getattr(predictor, "pipeline", predictor)
     options = pipeline.info.options(
