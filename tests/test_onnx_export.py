@@ -190,3 +190,16 @@ def test_missing_extra_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"pip install 'mask2former\[onnx\]'"):
         export_onnx("shapes", tmp_path / "z")
     assert not (tmp_path / "z").exists()
+
+
+def test_a_graph_that_differs_from_pytorch_writes_nothing(builtin_export, tmp_path, monkeypatch):
+    import mask2former.export.onnx_export as onnx_export
+
+    folder, _ = builtin_export
+    proto = onnx.load(os.path.join(folder, "model.onnx"))
+    monkeypatch.setattr(onnx_export, "_to_onnx", lambda *args: proto)
+    bad = onnx_export.SizeCheck((1, 3, 64, 64), 0.0, 0.5)
+    monkeypatch.setattr(onnx_export, "_compare", lambda *args: [bad])
+    with pytest.raises(ExportError, match="differs from PyTorch by 5.0e-01"):
+        export_onnx("shapes", tmp_path / "out", log=lambda _: None)
+    assert os.listdir(tmp_path) == []  # not even a temporary folder is left

@@ -35,7 +35,11 @@ __all__ = ["ExportError", "ExportReport", "SizeCheck", "export_onnx", "check_sta
 
 MIN_OPSET = 18  # the exporter's lowest; GridSample (opset 16) is in every one it writes
 STANDARD_DOMAINS = {"", "ai.onnx"}
-TOLERANCE = 1e-3  # max |onnx - torch| / value range of each output
+# Largest |onnx - torch| / value range of an output that passes. The differences are float
+# rounding (1e-7..1e-5), except where rounding flips a bit of the decoder's attention masks (a
+# 0.5 threshold on sigmoids): measured 1e-3 on a random Swin-T at batch 2, where transformers
+# differs from our PyTorch path by the same 1e-3. A broken graph is off by far more.
+TOLERANCE = 1e-2
 
 
 class ExportError(ValueError):
