@@ -1,5 +1,5 @@
-"""The ``mask2former`` command: ``segment``, ``shapes``, ``pretrain-backbone``, ``train`` and
-``evaluate``.
+"""The ``mask2former`` command: ``segment``, ``shapes``, ``pretrain-backbone``, ``train``,
+``evaluate``, ``export`` and ``plot``.
 
 Each subcommand lives in :mod:`mask2former.commands` with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when needed so ``--help`` is instant. Errors a
@@ -27,6 +27,7 @@ COMMANDS = {
     "train": ("train or fine-tune a model", "train"),
     "evaluate": ("evaluate a model: PQ, mask AP, mIoU", "evaluate"),
     "export": ("export a model to ONNX for onnxruntime (needs the onnx extra)", "export"),
+    "plot": ("draw the training curves of runs in a PNG (needs the plot extra)", "plot"),
 }
 
 

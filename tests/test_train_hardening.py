@@ -102,9 +102,10 @@ def test_overwrite_starts_over_and_keeps_other_files(capsys, data, model_config,
     code, err = train(capsys, data, model_config, out, "--steps", "1", "--overwrite", *extra)
     assert code == 0 and any("removed the previous run" in line for line in err)
     assert sorted(p.name for p in out.iterdir()) == [
-        "final", "latest", "log.jsonl", "notes.txt", "step-0000001",
+        "final", "latest", "log.jsonl", "notes.txt", "step-0000001", "tensorboard",
     ]  # fmt: skip
     assert log_steps(out) == [1]  # one run's log, not two mixed
+    assert len(list((out / "tensorboard").iterdir())) == 1  # the old run's events are gone
     assert (out / "notes.txt").read_text() == "mine"
 
 

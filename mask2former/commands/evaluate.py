@@ -58,13 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--json", default=None, help="write the results to this JSON file")
     output.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="draw per-class PQ, mask AP and IoU as bar charts in this PNG (needs the plot extra)",
+    )
+    output.add_argument(
         "--save-predictions", default=None, metavar="DIR", help="also write the predictions"
     )
     output.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing --json file and the files in a non-empty --save-predictions "
-        "folder (default: refuse before evaluating)",
+        help="replace an existing --json or --plot file and the files in a non-empty "
+        "--save-predictions folder (default: refuse before evaluating)",
     )
     output.add_argument("--per-class", action="store_true", help="print per-class tables")
     add_progress_argument(output, help="no progress bar (default: on a terminal)")
@@ -90,10 +96,13 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         backend=args.backend,
         progress=not args.no_progress,
+        plot=args.plot,
     )
     print(report.tables(per_class=args.per_class))
     print()
     if args.json:
         print(f"results written to {args.json}")
+    if args.plot:
+        print(f"per-class chart written to {args.plot}")
     print(report.headline())
     return 0

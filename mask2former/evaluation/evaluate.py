@@ -65,7 +65,9 @@ class EvaluationReport:
         return f"{', '.join(parts)} ({self.seconds:.0f}s)"
 
 
-def check_outputs(json_path: Optional[str], folder: Optional[str], overwrite: bool) -> None:
+def check_outputs(
+    json_path: Optional[str], folder: Optional[str], overwrite: bool, plot: Optional[str] = None
+) -> None:
     """Output problems are found before the model runs, not after the whole evaluation."""
     if json_path:
         if os.path.isdir(json_path):
@@ -75,6 +77,11 @@ def check_outputs(json_path: Optional[str], folder: Optional[str], overwrite: bo
         parent = os.path.dirname(os.path.abspath(json_path))
         if os.path.exists(parent) and not os.path.isdir(parent):
             raise NotADirectoryError(f"--json {json_path}: {parent} is a file")
+    if plot:
+        from .plot import check_plot_path, require_matplotlib
+
+        check_plot_path(plot, overwrite, option="--plot")
+        require_matplotlib()  # a missing extra is found now, not after the evaluation
     if folder:
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise NotADirectoryError(f"--save-predictions {folder} is a file")
@@ -110,15 +117,16 @@ def evaluate(
     dtype: str = "float32",
     backend: Optional[str] = None,
     progress: bool = True,
+    plot: Optional[str] = None,
 ) -> EvaluationReport:
     """Evaluate a model (built-in name, folder or hub id) on a dataset (folder, or "shapes" for
     ``num`` generated images from ``seed``); see :func:`~.runner.evaluate_model` for the test
     settings; ``backend`` as :func:`~mask2former.inference.pipeline.build_pipeline`. ``threshold`` defaults to the model's ``object_mask_threshold``, else 0.8.
-    Writes ``json_path`` and ``save_predictions`` when given (refused up front when they exist,
-    unless ``overwrite``)."""
+    Writes ``json_path``, ``save_predictions`` and ``plot`` (a PNG of per-class bar charts) when
+    given (refused up front when they exist, unless ``overwrite``)."""
     from ..data.loading import check_labels, open_dataset
 
-    check_outputs(json_path, save_predictions, overwrite)
+    check_outputs(json_path, save_predictions, overwrite, plot=plot)
     start = time.perf_counter()
     pipeline = build_pipeline(model, device=device, dtype=dtype, backend=backend)
     info = pipeline.info
@@ -149,5 +157,9 @@ def evaluate(
     )
     if json_path:
         write_json(json_path, report.summary(), overwrite=overwrite)
+    if plot:
+        from .plot import plot_results
+
+        plot_results(results, plot, overwrite=overwrite)
     report.seconds = time.perf_counter() - start
     return report

@@ -46,6 +46,7 @@ STATE_FILE = "training_state.pt"
 LATEST = "latest"
 LOG_FILE = "log.jsonl"
 FINAL = "final"
+EVENTS_DIR = "tensorboard"  # the run's TensorBoard event files
 _CHECKPOINT_NAME = re.compile(r"step-\d{7,}")
 # Temporary names of this module's writers (atomic_directory and open_atomic use ".NAME.*.tmp").
 _TEMPORARY = re.compile(r"\.(step-\d{7,}|latest|final|log\.jsonl)\..*\.tmp")
@@ -265,10 +266,10 @@ def prune_checkpoints(directory: str, keep: int) -> None:
 
 def run_entries(directory: str) -> List[str]:
     """The entries of ``directory`` that a training run writes: checkpoints, ``latest``, the
-    log, ``final`` and temporaries a killed run left."""
+    log, the TensorBoard event files, ``final`` and temporaries a killed run left."""
     if not os.path.isdir(directory):
         return []
-    named = {LATEST, LOG_FILE, FINAL}
+    named = {LATEST, LOG_FILE, FINAL, EVENTS_DIR}
     return sorted(
         name
         for name in os.listdir(directory)

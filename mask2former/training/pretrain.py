@@ -116,6 +116,7 @@ class BackbonePretrainer(Trainer):
     log_name = LOG_FILE
     progress_label = "pretrain"
     writes_checkpoints = False
+    metric_keys = ("accuracy", "thing_accuracy")  # tagged eval/accuracy in the event files
 
     def __init__(
         self,

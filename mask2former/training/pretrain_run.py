@@ -11,6 +11,7 @@ anything is loaded unless ``overwrite`` is set.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -20,7 +21,7 @@ from ..data.augment import LargeScaleJitter
 from ..data.cache import CachedDataset
 from ..modeling.mask2former import Mask2FormerForUniversalSegmentation
 from ..processing.image_processor import Mask2FormerImageProcessor
-from .checkpointing import save_model_files
+from .checkpointing import EVENTS_DIR, save_model_files
 from .console import note
 from .data import collate
 from .divergence import TrainingDiverged
@@ -90,11 +91,8 @@ def pretrain(settings: PretrainSettings) -> PretrainResult:
     samples = training_samples(train_set, LargeScaleJitter(data.crop, 1.0, 1.0), processor, seed)
     held_out = _held_out(data, processor)
     classifier = MaskPooledClassifier(model.model.pixel_level_module.encoder, config.num_labels)
-    log_path = os.path.join(out, LOG_FILE)
-    if mode == "overwrite" and os.path.lexists(log_path):
-        # Only now, with the new run ready: the old log would mix with the new one.
-        os.unlink(log_path)
-        note(COMMAND, f"--overwrite: removed the previous {log_path}")
+    if mode == "overwrite":
+        _remove_old_log(out)
     last = pretrain_backbone(
         classifier, samples, settings.pretrain, held_out=held_out, thing_labels=thing_labels or None
     )
@@ -103,6 +101,20 @@ def pretrain(settings: PretrainSettings) -> PretrainResult:
         raise TrainingDiverged("pretraining made NaN or infinite weights; nothing was saved")
     save_model_files(out, model, processor)
     return PretrainResult(folder=out, last=last)
+
+
+def _remove_old_log(out: str) -> None:
+    """Delete the previous pretraining's log and event files in ``out``: only now, with the
+    new run ready, as the old ones would mix with the new."""
+    log_path = os.path.join(out, LOG_FILE)
+    if os.path.lexists(log_path):
+        os.unlink(log_path)
+        note(COMMAND, f"--overwrite: removed the previous {log_path}")
+    events = os.path.join(out, EVENTS_DIR)
+    if os.path.isdir(events) and not os.path.islink(events):
+        shutil.rmtree(events)
+    elif os.path.lexists(events):
+        os.unlink(events)
 
 
 def _held_out(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
@@ -33,6 +33,7 @@ __all__ = [
     "training_processor",
     "training_samples",
     "validation_evaluator",
+    "validation_previews",
 ]
 
 # The generated split scored during training and pretraining: never a training seed (0 by
@@ -199,7 +200,7 @@ def training_samples(
 def validation_evaluator(
     data: DataSettings, processor: Mask2FormerImageProcessor, eval_every: int
 ) -> Optional[Callable[[nn.Module], Dict[str, float]]]:
-    """``evaluate(model) -> {"PQ"|"AP"|"mIoU": value}`` on the validation images (every task
+    """``evaluate(model) -> {"PQ"|"PQ_th"|"PQ_st"|"AP"|"mIoU": value}`` on the validation images (every task
     the data's task serves), or None when training evaluates nothing."""
     from ..evaluation.runner import evaluate_model
 
@@ -216,9 +217,50 @@ def validation_evaluator(
             max_images=data.eval_images,
         )  # fmt: skip
         flat = {}
-        for key, task in (("PQ", "panoptic"), ("AP", "instance"), ("mIoU", "semantic")):
-            if task in results:
+        # PQ of all classes, of things and of stuff; mask AP; mIoU.
+        keys = (("PQ", "panoptic"), ("PQ_th", "panoptic"), ("PQ_st", "panoptic"))
+        for key, task in keys + (("AP", "instance"), ("mIoU", "semantic")):
+            if key in results.get(task, {}):
                 flat[key] = round(float(results[task][key]), 2)
         return flat
 
     return evaluate
+
+
+def validation_previews(
+    data: DataSettings, processor: Mask2FormerImageProcessor, count: int = 4
+) -> Optional[Callable[[nn.Module], List[Any]]]:
+    """``previews(model) -> [RGB picture]``: the model's predictions (for the data's task, with
+    the model's own defaults, as ``segment`` makes them) on the first ``count`` validation
+    images, drawn as ``segment`` draws its overlays; the same images every time, so TensorBoard
+    shows them change over the run. None when no validation image is scored."""
+    import numpy as np
+
+    from ..inference.options import ModelInfo
+    from ..inference.pipeline import Pipeline
+    from ..inference.runner import TorchRunner
+    from ..visualize import draw_overlay
+
+    if not data.eval_images or count < 1:
+        return None
+    val_set = open_validation_set(data)
+    images: List[np.ndarray] = []  # read at the first evaluation: a run may write no pictures
+
+    def previews(m: nn.Module) -> List[Any]:
+        try:
+            if not images:
+                n = min(count, data.eval_images, len(val_set))
+                images.extend(np.asarray(val_set[i]["image"]) for i in range(n))
+            info = ModelInfo.from_config(m.config)
+            pipeline = Pipeline(TorchRunner(m), processor)
+            results = pipeline.predict(images, info.options(data.task), batch_size=4)
+            return [
+                np.asarray(draw_overlay(image, r.segmentation, r.segments, info.id2label))
+                for image, r in zip(images, results)
+            ]
+        except Exception as e:  # pictures must not cost the evaluation's metrics, nor the run
+            message = f"no prediction pictures for TensorBoard: {type(e).__name__}: {e}"
+            warnings.warn(message, stacklevel=2)
+            return []
+
+    return previews

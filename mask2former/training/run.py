@@ -42,6 +42,7 @@ from .recipe import (
     training_processor,
     training_samples,
     validation_evaluator,
+    validation_previews,
 )
 from .run_folder import check_resume, output_mode
 from .settings import TrainConfig
@@ -130,4 +131,8 @@ def build_trainer(settings: TrainSettings) -> Trainer:
     transform = augmentation(data, ignore_index=model.config.ignore_value)
     samples = training_samples(train_set, transform, processor, seed=settings.run.seed)
     evaluate = validation_evaluator(data, processor, settings.run.eval_every)
-    return Trainer(model, samples, settings.run, evaluate=evaluate, image_processor=processor)
+    previews = validation_previews(data, processor) if evaluate else None
+    return Trainer(
+        model, samples, settings.run, evaluate=evaluate, image_processor=processor,
+        previews=previews,
+    )  # fmt: skip

@@ -13,7 +13,7 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -35,13 +35,8 @@ from .log_window import LogWindow, json_line, number_text
 from .objective import Batch, Mask2FormerObjective, Objective
 from .optim import build_optimizer, build_scheduler
 from .resume import load_run_state, load_weights, run_state
-from .settings import (
-    AMP_DTYPES,
-    RESUME_FIXED,
-    TrainConfig,
-    check_resume_settings,
-    resume_conflicts,
-)
+from .settings import AMP_DTYPES, RESUME_FIXED, TrainConfig, check_resume_settings, resume_conflicts
+from .tensorboard import EventLog, open_run_events, run_scalars
 
 __all__ = [
     "RESUME_FIXED",
@@ -68,6 +63,8 @@ class Trainer:
         objective: what to minimise (default: :class:`Mask2FormerObjective`).
         make_optimizer: ``make_optimizer(model) -> optimizer`` (default: the original recipe's
             AdamW groups of :func:`~mask2former.training.optim.build_optimizer`).
+        previews: optional ``previews(model) -> [RGB uint8 picture]``, run with ``evaluate``
+            for the TensorBoard event files (``output_dir/tensorboard``) when they are written.
 
     A trainer for another kind of run changes the class attributes below and overrides the
     methods that shape its log (``_record``, ``_log_line``, ``_show``), its sample order
@@ -89,6 +86,7 @@ class Trainer:
         image_processor: Any = None,
         objective: Optional[Objective] = None,
         make_optimizer: Optional[Callable[[nn.Module], torch.optim.Optimizer]] = None,
+        previews: Optional[Callable[[nn.Module], List[Any]]] = None,
     ):
         self.config = config
         self.device = torch.device(config.device)
@@ -97,6 +95,8 @@ class Trainer:
         self.train_data = train_data
         self.evaluate = evaluate
         self.image_processor = image_processor
+        self.previews = previews
+        self.events = EventLog(None)  # the event files: opened by fit, on the main process
         self.objective: Objective = Mask2FormerObjective() if objective is None else objective
         if make_optimizer is None:
             self.optimizer = build_optimizer(
@@ -291,6 +291,7 @@ class Trainer:
             )
         last: Dict[str, Any] = {}
         window = LogWindow()
+        self.events = open_run_events(self)
         try:
             with warnings.catch_warnings():
                 # float16: a step the gradient scaler skips still advances the schedule, on
@@ -308,6 +309,7 @@ class Trainer:
                     self._periodic()
             return self._finish(last)
         finally:
+            self.events.close()
             if progress is not None:
                 progress.close()
 
@@ -350,10 +352,12 @@ class Trainer:
         try:
             with torch.no_grad():
                 metrics = self.evaluate(self.model)
+                pictures = self.previews(self.model) if self.previews and self.events.active else []
         finally:
             self.model.train()
             torch.set_rng_state(rng)
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        self.events.evaluation(self.step, pictures)
         return metrics
 
     # -- what the run shows and writes ----------------------------------------------------------
@@ -383,6 +387,7 @@ class Trainer:
             os.makedirs(self.config.output_dir, exist_ok=True)
             path = os.path.join(self.config.output_dir, self.log_name)
             append_text(path, self._log_line(record) + "\n")
+        self.events.scalars(record["step"], record, run_scalars(record, self))  # same steps
 
     def _non_finite(
         self, what: str, value: float, loss: Optional[float] = None
