@@ -33,6 +33,7 @@ __all__ = [
     "save_image",
     "append_text",
     "atomic_directory",
+    "check_output_file",
     "confined_path",
     "remove_stale_temporaries",
 ]
@@ -179,6 +180,22 @@ def atomic_directory(path: PathLike, *, replace: bool = False) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_file(
+    path: PathLike, overwrite: bool, option: str, name_hint: str = "a file name"
+) -> None:
+    """Refuse, before any work is done, an output file that cannot or must not be written: a
+    folder, an existing file (unless ``overwrite``), or a path under a file. Errors name the
+    command-line ``option``."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{option} {path} is a folder; give {name_hint}")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{option} {path} exists (use --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise NotADirectoryError(f"{option} {path}: {parent} is a file")
 
 
 def confined_path(root: PathLike, name: str, what: str = "name") -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..files import check_output_file
 from ..inference.options import TASKS
 from ..inference.pipeline import build_pipeline
 from .coco_ap import CocoMaskAPEvaluator
@@ -70,13 +71,7 @@ def check_outputs(
 ) -> None:
     """Output problems are found before the model runs, not after the whole evaluation."""
     if json_path:
-        if os.path.isdir(json_path):
-            raise IsADirectoryError(f"--json {json_path} is a folder; give a file name")
-        if os.path.lexists(json_path) and not overwrite:
-            raise FileExistsError(f"--json {json_path} exists (use --overwrite to replace it)")
-        parent = os.path.dirname(os.path.abspath(json_path))
-        if os.path.exists(parent) and not os.path.isdir(parent):
-            raise NotADirectoryError(f"--json {json_path}: {parent} is a file")
+        check_output_file(json_path, overwrite, "--json")
     if plot:
         from .plot import check_plot_path, require_matplotlib
 

@@ -15,7 +15,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..files import write_bytes
+from ..files import check_output_file, write_bytes
 
 __all__ = [
     "PLOT_EXTRA",
@@ -56,13 +56,7 @@ def new_figure(width: int, height: int) -> Any:
 
 def check_plot_path(path: str, overwrite: bool, option: str = "--out") -> None:
     """Refuse an output file that cannot or must not be written, before any work is done."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{option} {path} is a folder; give a .png file name")
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(f"{option} {path} exists (use --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        raise NotADirectoryError(f"{option} {path}: {parent} is a file")
+    check_output_file(path, overwrite, option, name_hint="a .png file name")
 
 
 def save_png(figure: Any, path: str, overwrite: bool = False) -> None:
