@@ -91,9 +91,16 @@ def test_train_writes_the_log_and_pictures_as_events(tmp_path):
     train(settings)
     log = records(out / "log.jsonl")
     assert [r["step"] for r in log] == [1, 2, 2, 3, 4, 4]  # eval records at 2 and at the end
+    # Final and auxiliary apart: the final terms and the auxiliary predictions' share add up
+    # to the total (a mean of per-step values, so to rounding).
+    step = log[0]
+    parts = ("loss_mask", "loss_dice", "loss_cross_entropy", "loss_aux")
+    assert sum(step[k] for k in parts) == pytest.approx(step["loss"], rel=1e-4)
+    assert step["loss_aux"] > 0
     events = read_events(out / "tensorboard")
     expected = expected_scalars(log)
     assert set(EVAL_TAGS.values()) <= set(expected)
+    assert "train/loss_aux" in expected
     check_scalars(events, expected)
     tags = set(events.Tags()["scalars"])
     # Images per second: the steps per second times the batch; a rate per parameter group.

@@ -53,5 +53,9 @@ class Mask2FormerObjective:
             class_labels=batch["class_labels"],
             return_dict=True,  # whatever the config's return_dict says
         )
-        # Only the final prediction's terms are logged (the auxiliary ones are in the total).
-        return StepLoss(out.loss, out.losses.final_weighted())
+        # The final prediction's terms one by one, and the auxiliary predictions' share of the
+        # total as one term, so that final and auxiliary show apart.
+        logged = out.losses.final_weighted()
+        if out.losses.auxiliary:
+            logged["loss_aux"] = float(out.loss.detach()) - sum(logged.values())
+        return StepLoss(out.loss, logged)
