@@ -203,3 +203,25 @@ def test_a_graph_that_differs_from_pytorch_writes_nothing(builtin_export, tmp_pa
     with pytest.raises(ExportError, match="differs from PyTorch by 5.0e-01"):
         export_onnx("shapes", tmp_path / "out", log=lambda _: None)
     assert os.listdir(tmp_path) == []  # not even a temporary folder is left
+
+
+def test_float16_graph_runs_in_onnxruntime_and_reports_its_cost(tmp_path):
+    out = tmp_path / "fp16"
+    report = export_onnx("shapes", out, dtype="float16", log=lambda _: None)
+    assert report.dtype == "float16" and "float16" in report.lines()[0]
+    worst = max(max(c.class_error, c.mask_error) for c in report.checks)
+    assert 1e-5 < worst < 5e-2  # half precision shows, within the export's float16 limit
+    info = json.loads((out / "onnx_export.json").read_text())
+    assert info["dtype"] == "float16"
+    _standard_and_valid(out)
+    proto = onnx.load(os.path.join(out, "model.onnx"))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 in
+    half = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(half) > 10  # the weights are half precision
+    reference = Predictor.from_pretrained("shapes").predict([EXAMPLE])[0].segments
+    segments = Predictor.from_pretrained(out).predict([EXAMPLE])[0].segments
+    assert [s["label"] for s in segments] == [s["label"] for s in reference]
+    for a, b in zip(reference, segments):
+        assert abs(a["area"] - b["area"]) <= 0.01 * a["area"]
+    with pytest.raises(ExportError, match="bfloat16"):
+        export_onnx("shapes", tmp_path / "bf16", dtype="bfloat16")

@@ -22,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--opset", type=positive_int, default=18, help="ONNX opset (18, the exporter's lowest)"
     )
     graph.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="weights and activations (float32); float16 keeps float32 inputs and outputs, "
+        "the export reports its difference from float32",
+    )
+    graph.add_argument(
         "--max-batch", type=positive_int, default=64, help="largest batch the graph takes (64)"
     )
     graph.add_argument(
@@ -37,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
     bounds = InputBounds(args.max_batch, args.min_side, args.max_side)
     report = export_onnx(
-        args.model, args.out, opset=args.opset, bounds=bounds, overwrite=args.overwrite
+        args.model,
+        args.out,
+        opset=args.opset,
+        dtype=args.dtype,
+        bounds=bounds,
+        overwrite=args.overwrite,
     )
     print("\n".join(report.lines()))
     return 0

@@ -23,16 +23,19 @@ class QueryLogitsModule(nn.Module):
     """The model with one input and the two outputs post-processing needs.
 
     ``pixel_values`` (B, 3, H, W) -> ``class_queries_logits`` (B, Q, num_labels + 1) and
-    ``masks_queries_logits`` (B, Q, ceil(H/4), ceil(W/4)).
+    ``masks_queries_logits`` (B, Q, ceil(H/4), ceil(W/4)). Inputs and outputs are float32
+    whatever the model's dtype (a float16 model's graph takes and gives what a float32 one
+    does; the casts vanish for a float32 model).
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.dtype = next(model.parameters()).dtype
 
     def forward(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(pixel_values=pixel_values, return_dict=True)
-        return out.class_queries_logits, out.masks_queries_logits
+        out = self.model(pixel_values=pixel_values.to(self.dtype), return_dict=True)
+        return out.class_queries_logits.float(), out.masks_queries_logits.float()
 
 
 def example_input(bounds: InputBounds) -> torch.Tensor:
