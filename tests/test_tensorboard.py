@@ -9,6 +9,11 @@ import json
 import pytest
 import torch
 
+# tensorboard is in the test extra: without it these tests fail rather than skip.
+from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+    EventAccumulator,
+)
+
 from mask2former import Mask2FormerForUniversalSegmentation
 from mask2former.data import LargeScaleJitter, ShapesConfig, ShapesDataset
 from mask2former.training import (
@@ -25,11 +30,6 @@ from mask2former.training.pretrain import MaskPooledClassifier, PretrainConfig, 
 
 from .test_pretrain import tiny_resnet_config
 from .test_training import make_trainer, tiny_config
-
-pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
-    EventAccumulator,
-)
 
 EVAL_TAGS = {
     "PQ": "eval/panoptic/PQ",
