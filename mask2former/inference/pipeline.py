@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..checkpoint import SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, TORCH_WEIGHTS
 from .onnx_runner import has_onnx_model, load_onnx_runner
 from .options import ModelInfo, TaskOptions
 from .results import SegmentationResult, to_results
@@ -129,7 +130,7 @@ def choose_backend(name_or_path: Union[str, os.PathLike], backend: Optional[str]
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         return backend
     folder = os.fspath(name_or_path)
-    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    weights = (SAFE_WEIGHTS, SAFE_INDEX, TORCH_WEIGHTS, TORCH_INDEX)  # what from_pretrained reads
     if has_onnx_model(folder) and not any(
         os.path.isfile(os.path.join(folder, name)) for name in weights
     ):
