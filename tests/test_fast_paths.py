@@ -11,6 +11,7 @@ from mask2former.modeling.deformable_attention import (
     multi_scale_deformable_attention,
     multi_scale_deformable_attention_grid_sample,
 )
+from mask2former.modeling.deformable_gather import padded_deformable_sampling
 from mask2former.modeling.transformer_decoder import MaskPredictor
 
 SHAPES = [(3, 5), (6, 9), (11, 17)]
@@ -62,6 +63,38 @@ def test_gather_msda_float32_and_bfloat16_values():
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
     # bfloat16 values with float32 locations and weights: only the values' rounding shows.
     fast16 = multi_scale_deformable_attention(value.bfloat16(), SHAPES, loc, weights)
+    assert fast16.dtype == torch.bfloat16
+    torch.testing.assert_close(fast16.float(), plain, rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "dtype, points, atol",
+    [
+        (torch.float64, 3, 1e-12),  # runs of 24 bytes: the plain permuted copy
+        (torch.float64, 2, 1e-12),  # 16-byte runs copied as one element
+        (torch.float32, 4, 2e-6),  # the model's case: 16-byte runs
+        (torch.float32, 2, 2e-6),  # 8-byte runs
+    ],
+)
+def test_padded_sampling_equals_grid_sample(dtype, points, atol):
+    """The inference path (zero-bordered table, unmasked taps) gives grid_sample's values,
+    also for points far outside the maps and on their edges."""
+    value, loc, weights = _msda_inputs(dtype=dtype, points=points, spread=0.6, seed=3)
+    loc = loc.clone()
+    loc[0, 0, 0, 0, 0] = torch.tensor([1.0, 1.0], dtype=dtype)  # bottom-right edge
+    loc[0, 1, 0, 0, 0] = torch.tensor([0.0, 0.0], dtype=dtype)  # top-left edge
+    loc[1, 0, 1, 2, 0] = torch.tensor([5.0, -7.0], dtype=dtype)  # far outside
+    plain = multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, weights)
+    with torch.no_grad():
+        fast = padded_deformable_sampling(value, SHAPES, loc, weights)
+    assert fast.shape == plain.shape and fast.dtype == dtype
+    torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
+
+
+def test_padded_sampling_bfloat16_values():
+    value, loc, weights = _msda_inputs(dtype=torch.float32, points=4)
+    plain = multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, weights)
+    fast16 = padded_deformable_sampling(value.bfloat16(), SHAPES, loc, weights)
     assert fast16.dtype == torch.bfloat16
     torch.testing.assert_close(fast16.float(), plain, rtol=0.02, atol=0.02)
 

@@ -278,6 +278,31 @@ def test_config_output_flags_are_used(ours):
         assert not isinstance(ours(PIXELS, return_dict=True), tuple)
 
 
+def test_auxiliary_masks_are_computed_only_when_someone_sees_them(ours, reference):
+    """Without labels or auxiliary_logits the intermediate full-size masks are skipped; the
+    final prediction is the same, and asking for them gives the reference's."""
+    from transformers import Mask2FormerForUniversalSegmentation as RefModel
+
+    layers = ours.config.decoder_layers
+    with torch.no_grad():
+        plain = ours(PIXELS)
+        full = ours(PIXELS, output_auxiliary_logits=True)
+        want = RefModel.from_pretrained(reference[1]).eval()(
+            PIXELS, output_auxiliary_logits=True
+        )
+        base = ours.model(PIXELS)
+    assert plain.auxiliary_logits is None
+    assert torch.equal(plain.masks_queries_logits, full.masks_queries_logits)
+    assert torch.equal(plain.class_queries_logits, full.class_queries_logits)
+    assert len(full.auxiliary_logits) == len(want.auxiliary_logits) == layers - 1
+    for got, ref in zip(full.auxiliary_logits, want.auxiliary_logits):
+        torch.testing.assert_close(
+            got["masks_queries_logits"], ref["masks_queries_logits"], rtol=0, atol=1e-4
+        )
+    assert len(base.masks_queries_logits) == layers  # the base model keeps all by default
+    assert len(ours.model(PIXELS, auxiliary_masks=False).masks_queries_logits) == 1
+
+
 def test_config_return_dict_is_used(ours):
     """return_dict=None follows config.return_dict, as in transformers; the pipeline and the
     trainer ask for outputs by name whatever the config says."""

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deformable_gather import padded_deformable_sampling
 from .exporting import is_exporting
 
 __all__ = [
@@ -310,7 +311,9 @@ class MultiscaleDeformableAttention(nn.Module):
             out = multi_scale_deformable_attention_grid_sample(
                 value, spatial_shapes, locations, weights
             )
-        else:
+        elif training:
             out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
+        else:
+            out = padded_deformable_sampling(value, spatial_shapes, locations, weights)
         weights = weights.to(hidden_states.dtype)
         return self.output_proj(out), weights

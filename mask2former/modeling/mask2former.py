@@ -69,9 +69,11 @@ class TransformerModule(nn.Module):
         multi_scale_features: Sequence[torch.Tensor],
         mask_features: torch.Tensor,
         output_attentions: bool = False,
+        auxiliary_masks: bool = True,
     ) -> DecoderOutput:
         """multi_scale_features: 3 maps (B, feature_size, h_i, w_i), coarsest first;
-        mask_features (B, mask_feature_size, H/4, W/4)."""
+        mask_features (B, mask_feature_size, H/4, W/4); auxiliary_masks: see
+        :meth:`MaskedAttentionDecoder.forward`."""
         memories, memory_pos, sizes = [], [], []
         for level, (feature, proj) in enumerate(zip(multi_scale_features, self.input_projections)):
             b, _, h, w = feature.shape
@@ -87,7 +89,14 @@ class TransformerModule(nn.Module):
         queries = self.queries_features.weight.unsqueeze(0).expand(batch, -1, -1)
         query_pos = self.queries_embedder.weight.unsqueeze(0).expand(batch, -1, -1)
         return self.decoder(
-            queries, query_pos, memories, memory_pos, sizes, mask_features, output_attentions
+            queries,
+            query_pos,
+            memories,
+            memory_pos,
+            sizes,
+            mask_features,
+            output_attentions,
+            auxiliary_masks,
         )
 
 
@@ -152,8 +161,12 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        *,
+        auxiliary_masks: bool = True,
     ) -> Union[Mask2FormerModelOutput, tuple]:
         """pixel_values (B, 3, H, W) float; pixel_mask (B, H, W), 1 = real pixel.
+        ``auxiliary_masks=False`` (not in transformers) leaves out the intermediate layers'
+        full-size mask logits: ``masks_queries_logits`` then holds the final one only.
         ``output_hidden_states`` / ``output_attentions`` left None take the config's fields of
         those names (as in transformers); ``return_dict`` None gives a ModelOutput.
 
@@ -174,7 +187,7 @@ class Mask2FormerModel(PreTrainedMixin, nn.Module):
         features = self.pixel_level_module.encoder(pixel_values)
         pixel = self.pixel_level_module.decoder(features)
         dec = self.transformer_module(
-            pixel.multi_scale_features, pixel.mask_features, output_attentions
+            pixel.multi_scale_features, pixel.mask_features, output_attentions, auxiliary_masks
         )
         queries_first = dec.queries_first
         out = Mask2FormerModelOutput(
@@ -232,12 +245,16 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
             raise ValueError("mask_labels and class_labels must be given together")
         if return_dict is None:  # as transformers: the config's return_dict (default True)
             return_dict = self.config.use_return_dict
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.output_auxiliary_logits
         outputs = self.model(
             pixel_values,
             pixel_mask=pixel_mask,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            # Without labels and without auxiliary_logits nobody sees the intermediate masks.
+            auxiliary_masks=mask_labels is not None or bool(output_auxiliary_logits),
         )
         class_logits = [
             self.class_predictor(h.transpose(0, 1))
@@ -251,8 +268,6 @@ class Mask2FormerForUniversalSegmentation(PreTrainedMixin, nn.Module):
         losses = None
         if mask_labels is not None:
             losses = self._loss(mask_logits, class_logits, mask_labels, class_labels)
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = self.config.output_auxiliary_logits
         out = Mask2FormerForUniversalSegmentationOutput(
             loss=None if losses is None else losses.total,
             class_queries_logits=class_logits[-1],

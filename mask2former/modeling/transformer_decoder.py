@@ -31,7 +31,7 @@ class DecoderOutput:
     - intermediate: the layer-normalised queries each prediction is made from, L + 1 tensors
       (B, Q, C); the class head reads them.
     - masks: the mask logits of each prediction, L + 1 tensors (B, Q, H/4, W/4); the last is
-      the final prediction.
+      the final prediction. Only that one when the decoder ran with ``auxiliary_masks=False``.
     - attentions: each layer's self-attention weights (B, heads, Q, Q) when asked, else empty.
     - queries_first: ``hidden_states`` as (Q, B, C) views, the reference's layout of the
       returned states; the computation continues from them, so that a gradient reaches the
@@ -206,16 +206,23 @@ class MaskPredictor(nn.Module):
         return self.predict(queries, mask_features, resize_features(mask_features, target_size))
 
     def predict(
-        self, queries: torch.Tensor, mask_features: torch.Tensor, small_features: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        self,
+        queries: torch.Tensor,
+        mask_features: torch.Tensor,
+        small_features: torch.Tensor,
+        full_size: bool = True,
+    ) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         """:meth:`forward` with the mask features already resized to the attention size:
-        small_features (B, Cm, h*w) from :func:`resize_features`."""
+        small_features (B, Cm, h*w) from :func:`resize_features`. ``full_size=False`` skips
+        the full-size logits (None) and gives only the block mask."""
         embed = self.mask_embedder(queries)
-        b, cm, h, w = mask_features.shape
-        # One batched matmul for the per-pixel dot product (the reference loops over channels).
-        # Channels-last features (what the pixel decoder produces) are used without a copy.
-        pixels = mask_features.permute(0, 2, 3, 1).reshape(b, h * w, cm)
-        masks = torch.bmm(embed, pixels.transpose(1, 2)).view(b, -1, h, w)
+        masks = None
+        if full_size:
+            b, cm, h, w = mask_features.shape
+            # One batched matmul for the per-pixel dot product (the reference loops over
+            # channels). Channels-last features (the pixel decoder's) are used without a copy.
+            pixels = mask_features.permute(0, 2, 3, 1).reshape(b, h * w, cm)
+            masks = torch.bmm(embed, pixels.transpose(1, 2)).view(b, -1, h, w)
         with torch.no_grad():
             # Bilinear resizing is linear per channel, so resizing the features and taking the
             # dot product equals resizing the full-size logits, at a fraction of the cost (and
@@ -257,6 +264,7 @@ class MaskedAttentionDecoder(nn.Module):
         sizes: List[Tuple[int, int]],
         mask_features: torch.Tensor,
         output_attentions: bool = False,
+        auxiliary_masks: bool = True,
     ) -> DecoderOutput:
         """
         Args:
@@ -264,22 +272,26 @@ class MaskedAttentionDecoder(nn.Module):
             memories, memory_pos: per level (B, h*w, C), coarsest first; sizes their (h, w).
             mask_features: (B, Cm, H/4, W/4).
             output_attentions: also return each layer's self-attention weights.
+            auxiliary_masks: False keeps only the final full-size mask logits (``masks`` then
+                has one entry); the intermediate ones feed only the auxiliary loss and
+                ``auxiliary_logits``, and at 800x1088 they are about 28 GFLOP and 200 MB.
         """
         # level -> mask features resized to that level, shared by the layers attending to it
         # (keyed by level, not size: sizes are symbolic, unhashable, when exported)
         resized: Dict[int, torch.Tensor] = {}
 
-        def predict(normed: torch.Tensor, level: int):
+        def predict(normed: torch.Tensor, level: int, final: bool):
             if level not in resized:
                 resized[level] = resize_features(mask_features, sizes[level])
-            return self.mask_predictor.predict(normed, mask_features, resized[level])
+            full_size = final or auxiliary_masks
+            return self.mask_predictor.predict(normed, mask_features, resized[level], full_size)
 
         queries_first = [queries.transpose(0, 1)]
         x = queries_first[0].transpose(0, 1)  # the same strides as ``queries``: free
         hidden_states = [x]
         normed = self.layernorm(x)
         intermediate = [normed]
-        masks, blocked = predict(normed, 0)
+        masks, blocked = predict(normed, 0, final=not self.layers)
         all_masks = [masks]
         attentions = []
         levels = len(memories)
@@ -300,10 +312,12 @@ class MaskedAttentionDecoder(nn.Module):
             hidden_states.append(x)
             normed = self.layernorm(x)
             intermediate.append(normed)
-            masks, blocked = predict(normed, (i + 1) % levels)
+            masks, blocked = predict(normed, (i + 1) % levels, final=i + 1 == len(self.layers))
             all_masks.append(masks)
             if output_attentions:
                 attentions.append(weights)
+        if not auxiliary_masks:
+            all_masks = all_masks[-1:]
         return DecoderOutput(hidden_states, intermediate, all_masks, attentions, queries_first)
 
 
