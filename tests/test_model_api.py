@@ -287,9 +287,7 @@ def test_auxiliary_masks_are_computed_only_when_someone_sees_them(ours, referenc
     with torch.no_grad():
         plain = ours(PIXELS)
         full = ours(PIXELS, output_auxiliary_logits=True)
-        want = RefModel.from_pretrained(reference[1]).eval()(
-            PIXELS, output_auxiliary_logits=True
-        )
+        want = RefModel.from_pretrained(reference[1]).eval()(PIXELS, output_auxiliary_logits=True)
         base = ours.model(PIXELS)
     assert plain.auxiliary_logits is None
     assert torch.equal(plain.masks_queries_logits, full.masks_queries_logits)
