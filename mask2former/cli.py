@@ -1,5 +1,5 @@
 """The ``mask2former`` command: ``segment``, ``shapes``, ``pretrain-backbone``, ``train``,
-``evaluate``, ``export`` and ``plot``.
+``evaluate``, ``export``, ``plot`` and ``serve``.
 
 Each subcommand lives in :mod:`mask2former.commands` with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when needed so ``--help`` is instant. Errors a
@@ -28,6 +28,7 @@ COMMANDS = {
     "evaluate": ("evaluate a model: PQ, mask AP, mIoU", "evaluate"),
     "export": ("export a model to ONNX for onnxruntime (needs the onnx extra)", "export"),
     "plot": ("draw the training curves of runs in a PNG (needs the plot extra)", "plot"),
+    "serve": ("serve a model over HTTP: API and web page (needs the serve extra)", "serve"),
 }
 
 

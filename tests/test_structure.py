@@ -22,7 +22,7 @@ LAYERS: List[Set[str]] = [
     {"data", "loss"},
     {"modeling"},
     {"inference"},
-    {"evaluation", "export"},
+    {"evaluation", "export", "serve"},
     {"training"},
     {"predictor"},
     {"commands"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from ..processing.transforms import to_rgb_array
 
-__all__ = ["ImageError", "load_image", "MIN_SIDE", "MAX_ASPECT"]
+__all__ = ["ImageError", "load_image", "load_image_bytes", "MIN_SIDE", "MAX_ASPECT"]
 
 MIN_SIDE = 8  # smaller images hold less than one feature cell of the backbone's last stage
 MAX_ASPECT = 20.0  # beyond this the resized short side collapses to a few pixels
@@ -20,8 +21,9 @@ class ImageError(ValueError):
     """An input image cannot be segmented (missing, unreadable, not an image, bad shape)."""
 
 
-def _read(name: str, what: str) -> Any:
-    """The decoded PIL image of a file (warnings of damaged files become the error's text)."""
+def _read(name: Any, what: str) -> Any:
+    """The decoded PIL image of a file name or binary stream (warnings of damaged files become
+    the error's text)."""
     from PIL import Image
 
     try:
@@ -36,7 +38,7 @@ def _read(name: str, what: str) -> Any:
         raise ImageError(f"{what}: image too large ({e})") from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"{what}: not an image (unrecognised file format)") from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         # Truncated or corrupt data surfaces as any of these, depending on the codec.
         raise ImageError(f"{what}: cannot read image ({e})") from None
 
@@ -52,10 +54,24 @@ def load_image(image: Any) -> np.ndarray:
             raise ImageError(f"{what}: no such file")
         if os.path.isdir(what):
             raise ImageError(f"{what}: is a folder, not an image")
+    if isinstance(image, (str, os.PathLike)):
+        image = _read(image, what)
+    return _checked_array(image, what)
+
+
+def load_image_bytes(data: bytes, name: str) -> np.ndarray:
+    """:func:`load_image` of an encoded file held in memory (an upload); errors name ``name``.
+    Nothing is written to disk."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    return _checked_array(_read(io.BytesIO(data), name), name)
+
+
+def _checked_array(image: Any, what: str) -> np.ndarray:
+    """A PIL image or array as (H, W, 3) uint8 RGB, upright, of a usable size."""
     try:
-        arr = _read(image, what) if isinstance(image, (str, os.PathLike)) else image
         # The image processor's conversion: EXIF orientation, gray / alpha / 16-bit handling.
-        arr = to_rgb_array(arr, what=what)
+        arr = to_rgb_array(image, what=what)
     except (TypeError, ValueError) as e:
         raise ImageError(str(e)) from None
     if arr.dtype != np.uint8:

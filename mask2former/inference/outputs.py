@@ -14,7 +14,14 @@ import numpy as np
 from ..files import remove_stale_temporaries, save_image, write_text
 from .results import SegmentationResult
 
-__all__ = ["OutputPaths", "write_outputs", "read_record", "write_coco", "prepare_out_dir"]
+__all__ = [
+    "OutputPaths",
+    "image_record",
+    "write_outputs",
+    "read_record",
+    "write_coco",
+    "prepare_out_dir",
+]
 
 ID_MAP_ENCODING = "16-bit greyscale PNG; pixel value = segment id; 0 = no segment"
 COCO_RESULTS = "coco_results.json"
@@ -55,20 +62,27 @@ def _save_json(data: Any, path: str) -> None:
     write_text(path, _dumps(data) + "\n")
 
 
-def _record(file: str, result: SegmentationResult, model: str, paths: OutputPaths) -> Dict:
-    """The per-image JSON document."""
-    segments = [dict(s, segmentation=rle) for s, rle in zip(result.segments, result.rles())]
-    return {
+def image_record(
+    file: str, result: SegmentationResult, model: str, paths: Optional[OutputPaths] = None
+) -> Dict[str, Any]:
+    """The per-image JSON document: image, size, task, model, then (with ``paths``, as
+    ``segment`` writes it) the names of the overlay and id map files, then the segments with
+    their COCO RLE ``segmentation``. The service answers with it too, without files."""
+    record: Dict[str, Any] = {
         "image": file,
         "height": int(result.image_size[0]),
         "width": int(result.image_size[1]),
         "task": result.task,
         "model": model,
-        "overlay": os.path.basename(paths.overlay),
-        "id_map": os.path.basename(paths.ids),
-        "id_map_encoding": ID_MAP_ENCODING,
-        "segments": segments,
     }
+    if paths is not None:
+        record["overlay"] = os.path.basename(paths.overlay)
+        record["id_map"] = os.path.basename(paths.ids)
+        record["id_map_encoding"] = ID_MAP_ENCODING
+    record["segments"] = [
+        dict(s, segmentation=rle) for s, rle in zip(result.segments, result.rles())
+    ]
+    return record
 
 
 def write_outputs(
@@ -87,7 +101,7 @@ def write_outputs(
     os.makedirs(os.path.dirname(paths.json) or ".", exist_ok=True)
     save_image(paths.ids, result.segmentation.astype(np.uint16))
     save_image(paths.overlay, draw_overlay(image, result.segmentation, result.segments, id2label))
-    record = _record(file, result, model, paths)
+    record = image_record(file, result, model, paths)
     _save_json(record, paths.json)  # last: a JSON file means the image is complete
     return record
 
