@@ -1,43 +1,98 @@
-"""COCO mask AP through pycocotools' ``COCOeval``, on in-memory ground truth and predictions.
+"""COCO mask AP (COCOeval "segm"), on in-memory ground truth and predictions.
 
-pycocotools' evaluator is imported only when :meth:`CocoMaskAPEvaluator.compute` runs, so that
-importing the evaluation package stays light. Masks are stored as compressed RLE as soon as they
-arrive (a few hundred bytes per mask), so accumulating a whole validation set is cheap.
+The COCOeval that runs is chosen in :mod:`.backends` (hotcoco when installed, else pycocotools,
+the reference; they agree to the last bit) and
+imported only when :meth:`CocoMaskAPEvaluator.compute` runs, so that importing the evaluation
+package stays light. Masks are kept as compressed RLE from the moment they arrive (a few hundred
+bytes per mask), with their areas and boxes in arrays, so a 5,000-image set costs tens of
+megabytes, not a dict per annotation.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..coco import decode_rle, encode_mask, mask_bbox
+from ..coco import decode_rle, encode_masks
+from .backends import rle_facts, run_cocoeval, summary_metrics
 from .report import format_table
 
 __all__ = ["CocoMaskAPEvaluator"]
 
 _METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
+Masks = Union[np.ndarray, Sequence[Dict[str, Any]]]
 
-def _to_rle(mask: Union[np.ndarray, Dict[str, Any]], hw: Sequence[int]) -> Dict[str, Any]:
-    if isinstance(mask, dict):
-        rle = dict(mask)
-        if isinstance(rle.get("counts"), bytes):
-            rle["counts"] = rle["counts"].decode("ascii")
+
+@dataclass
+class _Instances:
+    """One image's ground truth or detections: RLEs (bytes counts), category ids, areas, COCO
+    boxes, and ``extra``: scores (detections) or crowd flags (ground truth)."""
+
+    rles: List[Dict[str, Any]]
+    labels: np.ndarray
+    areas: np.ndarray
+    boxes: np.ndarray
+    extra: np.ndarray
+
+    def annotations(self, image_id: int, known: set, key: str, first_id: int) -> List[Dict]:
+        """COCO annotation dicts of the known categories, ids from ``first_id``."""
+        out = []
+        for k, label in enumerate(self.labels.tolist()):
+            if label not in known:
+                continue
+            extra = self.extra[k]
+            out.append(
+                {
+                    "id": first_id + len(out),
+                    "image_id": image_id,
+                    "category_id": label,
+                    "segmentation": self.rles[k],
+                    "area": float(self.areas[k]),
+                    "bbox": [float(v) for v in self.boxes[k]],
+                    key: float(extra) if key == "score" else int(extra),
+                }
+            )
+        return out
+
+
+@dataclass
+class _ImageRecord:
+    height: int
+    width: int
+    gt: _Instances
+    dt: _Instances
+
+
+def _instances(masks: Masks, labels: Sequence[int], extra: Any, hw: List[int], what: str):
+    """Masks (dense or RLE) -> :class:`_Instances`; RLEs are checked (size, well-formed runs)."""
+    if isinstance(masks, np.ndarray) or (len(masks) and not isinstance(masks[0], dict)):
+        dense = np.asarray(masks, dtype=bool).reshape(-1, hw[0], hw[1])
+        if dense.shape[1:] != tuple(hw):
+            raise ValueError(f"mask size {list(dense.shape[1:])} != image size {list(hw)}")
+        rles = encode_masks(dense)
+        from pycocotools import mask as mask_api
+
+        areas = mask_api.area(rles).astype(np.float64) if rles else np.zeros(0)
+        boxes = mask_api.toBbox(rles) if rles else np.zeros((0, 4))
     else:
-        rle = encode_mask(np.asarray(mask, dtype=bool))
-    if [int(v) for v in rle["size"]] != [int(hw[0]), int(hw[1])]:
-        raise ValueError(f"mask size {rle['size']} != image size {list(hw)}")
-    return rle
-
-
-def _area_bbox(mask: Union[np.ndarray, Dict[str, Any]]) -> tuple:
-    if isinstance(mask, dict):
-        mask = decode_rle(mask)
-    mask = np.asarray(mask, dtype=bool)
-    return int(mask.sum()), mask_bbox(mask)
+        # Uncompressed (list) counts, as COCO writes crowd regions, are compressed first.
+        masks = [
+            m
+            if not isinstance(m, dict) or not isinstance(m.get("counts"), list)
+            else encode_masks(decode_rle(m)[None])[0]
+            for m in masks
+        ]
+        rles, areas, boxes = rle_facts(masks, hw, what)
+    return _Instances(
+        rles=rles,
+        labels=np.asarray([int(v) for v in labels], dtype=np.int64),
+        areas=areas,
+        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        extra=np.asarray(extra, dtype=np.float64).reshape(-1),
+    )
 
 
 class CocoMaskAPEvaluator:
@@ -47,10 +102,15 @@ class CocoMaskAPEvaluator:
         categories: dicts with ``id`` and ``name`` of the evaluated (thing) classes. Labels passed
             to :meth:`update` are these ids. ``None``: every label seen, named by its value.
         max_dets: detections per image kept by COCOeval for AP (COCO: 100).
+        backend: the COCOeval implementation (see :mod:`.backends`): "auto" (the fastest
+            installed), "hotcoco" or "pycocotools".
     """
 
     def __init__(
-        self, categories: Optional[Sequence[Dict[str, Any]]] = None, max_dets: int = 100
+        self,
+        categories: Optional[Sequence[Dict[str, Any]]] = None,
+        max_dets: int = 100,
+        backend: str = "auto",
     ) -> None:
         self.categories = (
             None
@@ -58,18 +118,19 @@ class CocoMaskAPEvaluator:
             else [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
         )
         self.max_dets = int(max_dets)
+        self.backend = backend
         self.reset()
 
     def reset(self) -> None:
-        # One record per image: its size, ground-truth and detection annotations (no ids yet;
-        # ids are given at compute time so that records from several processes can be merged).
-        self._images: List[Dict[str, Any]] = []
+        # One record per image (no ids yet: ids are given at compute time, so that records from
+        # several processes can be merged).
+        self._images: List[_ImageRecord] = []
 
     def update(
         self,
-        gt_masks: Union[np.ndarray, Sequence[Dict[str, Any]]],
+        gt_masks: Masks,
         gt_labels: Sequence[int],
-        pred_masks: Union[np.ndarray, Sequence[Dict[str, Any]]],
+        pred_masks: Masks,
         pred_labels: Sequence[int],
         pred_scores: Sequence[float],
         gt_iscrowd: Optional[Sequence[bool]] = None,
@@ -81,42 +142,24 @@ class CocoMaskAPEvaluator:
             gt_masks: (N, H, W) bool, or N COCO RLE dicts.
             gt_labels: (N,) category ids.
             pred_masks: (M, H, W) bool, or M COCO RLE dicts (e.g. from
-                ``post_process_instance_segmentation(..., return_coco_annotation=True)``).
+                ``post_process_instance_segmentation(..., return_coco_annotation=True)`` or a
+                COCO results file).
             pred_labels: (M,) category ids.
             pred_scores: (M,) confidences.
             gt_iscrowd: (N,) bool; crowd regions are matched but never counted (COCO rules).
             image_size: (H, W); required only when both mask lists are RLE-free and empty.
+
+        Raises:
+            ValueError: lengths that differ, or a mask of another size or a malformed RLE.
         """
         hw = self._size(gt_masks, pred_masks, image_size)
         n, m = len(gt_labels), len(pred_labels)
         if len(gt_masks) != n or len(pred_masks) != m or len(pred_scores) != m:
             raise ValueError("masks, labels and scores must have matching lengths")
         crowd = np.zeros(n, bool) if gt_iscrowd is None else np.asarray(gt_iscrowd, bool)
-        gts = []
-        for mask, label, c in zip(gt_masks, gt_labels, crowd):
-            area, bbox = _area_bbox(mask)
-            gts.append(
-                {
-                    "category_id": int(label),
-                    "segmentation": _to_rle(mask, hw),
-                    "area": area,
-                    "bbox": bbox,
-                    "iscrowd": int(c),
-                }
-            )
-        dts = []
-        for mask, label, score in zip(pred_masks, pred_labels, pred_scores):
-            area, bbox = _area_bbox(mask)
-            dts.append(
-                {
-                    "category_id": int(label),
-                    "segmentation": _to_rle(mask, hw),
-                    "area": area,
-                    "bbox": bbox,
-                    "score": float(score),
-                }
-            )
-        self._images.append({"height": hw[0], "width": hw[1], "gt": gts, "dt": dts})
+        gt = _instances(gt_masks, gt_labels, crowd, hw, "ground-truth mask")
+        dt = _instances(pred_masks, pred_labels, pred_scores, hw, "predicted mask")
+        self._images.append(_ImageRecord(height=hw[0], width=hw[1], gt=gt, dt=dt))
 
     @staticmethod
     def _size(gt_masks: Any, pred_masks: Any, image_size: Optional[Sequence[int]]) -> List[int]:
@@ -138,60 +181,43 @@ class CocoMaskAPEvaluator:
     def _categories(self) -> List[Dict[str, Any]]:
         if self.categories is not None:
             return self.categories
-        ids = sorted({a["category_id"] for r in self._images for a in r["gt"] + r["dt"]})
+        ids = sorted(
+            {int(v) for r in self._images for v in np.concatenate([r.gt.labels, r.dt.labels])}
+        )
         return [{"id": i, "name": str(i)} for i in ids]
 
     def compute(self) -> Dict[str, Any]:
-        """Returns ``AP, AP50, AP75, APs, APm, APl`` (percent; None-like NaN when undefined, e.g.
-        no ground truth of that size) and ``per_class`` ``{name: AP}``."""
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
+        """Returns ``AP, AP50, AP75, APs, APm, APl`` (percent; NaN when undefined, e.g. no
+        ground truth of that size), ``per_class`` ``{name: AP}``, ``num_images`` and
+        ``backend`` (the COCOeval that ran)."""
         cats = self._categories()
         known = {c["id"] for c in cats}
         images, gts, dts = [], [], []
         for image_id, rec in enumerate(self._images, start=1):
-            images.append({"id": image_id, "height": rec["height"], "width": rec["width"]})
+            images.append({"id": image_id, "height": rec.height, "width": rec.width})
             # COCOeval uses annotation id 0 to mean "unmatched": ids start at 1.
-            for a in rec["gt"]:
-                if a["category_id"] in known:
-                    gts.append(dict(a, id=len(gts) + 1, image_id=image_id))
-            for a in rec["dt"]:
-                if a["category_id"] in known:
-                    dts.append(dict(a, id=len(dts) + 1, image_id=image_id))
+            gts += rec.gt.annotations(image_id, known, "iscrowd", len(gts) + 1)
+            dts += rec.dt.annotations(image_id, known, "score", len(dts) + 1)
         nan = float("nan")
         if not gts:
             return {**{k: nan for k in _METRICS}, "per_class": {c["name"]: nan for c in cats}}
-
-        def make(anns: List[Dict[str, Any]]) -> Any:
-            coco = COCO()
-            coco.dataset = {"images": images, "annotations": anns, "categories": cats}
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco.createIndex()
-            return coco
-
-        coco_gt, coco_dt = make(gts), make(dts)
-        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
-        ev.params.maxDets = [1, 10, self.max_dets]
-        with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints progress and a table
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        stats = ev.stats[:6]
+        tables = run_cocoeval(images, gts, dts, cats, self.max_dets, self.backend)
+        del gts, dts
+        stats = summary_metrics(tables)
         result: Dict[str, Any] = {
             k: (float(100 * v) if v >= 0 else nan) for k, v in zip(_METRICS, stats)
         }
         # precision: (iou thresholds, recall points, categories, area ranges, max dets); -1 marks
         # "no ground truth", excluded from the mean as in detectron2.
-        precision = ev.eval["precision"]
         per_class = {}
-        for k, cat_id in enumerate(ev.params.catIds):
-            p = precision[:, :, k, 0, -1]
+        names = {c["id"]: c["name"] for c in cats}
+        for k, cat_id in enumerate(tables.cat_ids):
+            p = tables.precision[:, :, k, 0, -1]
             p = p[p > -1]
-            name = next(c["name"] for c in cats if c["id"] == cat_id)
-            per_class[name] = float(100 * p.mean()) if p.size else nan
+            per_class[names[cat_id]] = float(100 * p.mean()) if p.size else nan
         result["per_class"] = per_class
         result["num_images"] = len(images)
+        result["backend"] = tables.backend
         return result
 
     @staticmethod

@@ -17,7 +17,13 @@ from .pq import PanopticQualityEvaluator
 from .report import write_json
 from .runner import evaluate_pipeline
 
-__all__ = ["EvaluationReport", "evaluate", "check_outputs", "default_tasks"]
+__all__ = [
+    "EvaluationReport",
+    "evaluate",
+    "evaluate_predictions",
+    "check_outputs",
+    "default_tasks",
+]
 
 _TABLES = {
     "panoptic": PanopticQualityEvaluator.format_table,
@@ -28,25 +34,31 @@ _TABLES = {
 
 @dataclass
 class EvaluationReport:
-    """What an evaluation found, with the settings that produced it."""
+    """What an evaluation found, with the settings that produced it (``predictions``: the
+    saved predictions scored instead of a model; ``model``, ``dtype`` and ``threshold`` are then
+    None)."""
 
-    model: str
+    model: Optional[str]
     data: str
     seed: Optional[int]
-    dtype: str
-    threshold: float
+    dtype: Optional[str]
+    threshold: Optional[float]
     detections: int
     results: Dict[str, Dict[str, Any]]
     seconds: float = 0.0
+    predictions: Optional[str] = None
 
     def summary(self) -> Dict[str, Any]:
         """The JSON document of ``--json``."""
+        head: Dict[str, Any] = {"model": self.model}
+        if self.predictions is not None:
+            head = {"predictions": self.predictions}
         return {
-            "model": self.model,
+            **head,
             "data": self.data,
             "seed": self.seed,
-            "dtype": self.dtype,
-            "panoptic_threshold": self.threshold,
+            **({"dtype": self.dtype} if self.dtype is not None else {}),
+            **({"panoptic_threshold": self.threshold} if self.threshold is not None else {}),
             "instance_detections": self.detections,
             "results": self.results,
         }
@@ -58,7 +70,8 @@ class EvaluationReport:
         parts = []
         if "panoptic" in self.results:
             pq = self.results["panoptic"]["PQ"]
-            parts.append(f"PQ {pq:.1f} (threshold {self.threshold:g})")
+            setting = "" if self.threshold is None else f" (threshold {self.threshold:g})"
+            parts.append(f"PQ {pq:.1f}{setting}")
         if "instance" in self.results:
             parts.append(f"mask AP {self.results['instance']['AP']:.1f}")
         if "semantic" in self.results:
@@ -113,15 +126,19 @@ def evaluate(
     backend: Optional[str] = None,
     progress: bool = True,
     plot: Optional[str] = None,
+    ap_backend: str = "auto",
 ) -> EvaluationReport:
     """Evaluate a model (built-in name, folder or hub id) on a dataset (folder, or "shapes" for
     ``num`` generated images from ``seed``); see :func:`~.runner.evaluate_model` for the test
     settings; ``backend`` as :func:`~mask2former.inference.pipeline.build_pipeline`. ``threshold`` defaults to the model's ``object_mask_threshold``, else 0.8.
     Writes ``json_path``, ``save_predictions`` and ``plot`` (a PNG of per-class bar charts) when
-    given (refused up front when they exist, unless ``overwrite``)."""
+    given (refused up front when they exist, unless ``overwrite``). ``ap_backend``: the COCOeval
+    of mask AP (:mod:`.backends`)."""
     from ..data.loading import check_labels, open_dataset
+    from .backends import choose_ap_backend
 
     check_outputs(json_path, save_predictions, overwrite, plot=plot)
+    choose_ap_backend(ap_backend)  # an unknown or missing backend is refused before the model
     start = time.perf_counter()
     pipeline = build_pipeline(model, device=device, dtype=dtype, backend=backend)
     info = pipeline.info
@@ -140,6 +157,7 @@ def evaluate(
         max_images=max_images,
         save_predictions=save_predictions,
         progress=progress,
+        ap_backend=ap_backend,
     )
     report = EvaluationReport(
         model=str(model),
@@ -149,6 +167,80 @@ def evaluate(
         threshold=threshold,
         detections=detections,
         results=results,
+    )
+    if json_path:
+        write_json(json_path, report.summary(), overwrite=overwrite)
+    if plot:
+        from .plot import plot_results
+
+        plot_results(results, plot, overwrite=overwrite)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def evaluate_predictions(
+    predictions: str,
+    data: str = "shapes",
+    tasks: Optional[Sequence[str]] = None,
+    json_path: Optional[str] = None,
+    overwrite: bool = False,
+    num: int = 200,
+    seed: int = 12345,
+    max_images: Optional[int] = None,
+    detections: int = 100,
+    ap_backend: str = "auto",
+    progress: bool = True,
+    plot: Optional[str] = None,
+) -> EvaluationReport:
+    """Score saved predictions (see :mod:`.saved` for the layouts: ``evaluate
+    --save-predictions``' folder, panopticapi's JSON + PNG folder, a COCO results JSON) on a
+    dataset, as :func:`evaluate` scores a model; no model is loaded. ``tasks``: default, those
+    both the dataset and the predictions have. ``ap_backend``: the COCOeval of mask AP (see
+    :mod:`.backends`; "auto" is the fastest installed, all agree with pycocotools).
+
+    Raises:
+        PredictionsError: predictions that do not match the dataset (file and field named),
+            before any scoring.
+        FileNotFoundError / DatasetError / ValueError: a missing path, a broken dataset, an
+            output that exists.
+    """
+    from ..data.loading import open_dataset
+    from .backends import choose_ap_backend
+    from .from_files import label_space_categories, score_predictions
+    from .saved import PredictionsError, dataset_keys, find_prediction_files, read_predictions
+
+    check_outputs(json_path, None, overwrite, plot=plot)
+    if "instance" in (tasks or ["instance"]):
+        choose_ap_backend(ap_backend)  # an unknown or missing backend is refused now
+    start = time.perf_counter()
+    files = find_prediction_files(predictions)
+    if tasks:
+        tasks = [t for t in TASKS if t in tasks]
+    else:
+        tasks = [t for t in default_tasks(data) if t in files.tasks()]
+        if not tasks:
+            raise PredictionsError(
+                predictions,
+                f"holds {' and '.join(files.tasks())} predictions; the dataset {data} has "
+                f"{' and '.join(default_tasks(data))} ground truth",
+            )
+    dataset = open_dataset(data, task=tasks[0], num=num, seed=seed)
+    cats = label_space_categories(dataset)
+    keys = dataset_keys(dataset, cats)
+    limit = len(dataset) if max_images is None else min(max_images, len(dataset))
+    saved = read_predictions(predictions, tasks, keys, limit)
+    results = score_predictions(
+        dataset, saved, keys, tasks, cats, limit, detections, ap_backend, progress
+    )
+    report = EvaluationReport(
+        model=None,
+        data=str(data),
+        seed=seed if data == "shapes" else None,
+        dtype=None,
+        threshold=None,
+        detections=detections,
+        results=results,
+        predictions=str(predictions),
     )
     if json_path:
         write_json(json_path, report.summary(), overwrite=overwrite)

@@ -24,20 +24,21 @@ __all__ = ["PanopticQualityEvaluator"]
 
 
 def _segment_index(id_map: np.ndarray, seg_ids: np.ndarray, what: str) -> np.ndarray:
-    """Map every pixel's segment id to its position in ``seg_ids`` (which starts with 0 = VOID).
+    """Map every pixel's segment id to its position in ``seg_ids`` (sorted, starting with 0 =
+    VOID). A binary search per pixel over the few segment ids: several times faster than
+    ``np.unique`` (a sort of all pixels) on a COCO-sized image.
 
     Raises:
         ValueError: a pixel id that is neither 0 nor a declared segment.
     """
-    uniq, inverse = np.unique(id_map, return_inverse=True)
-    pos = np.searchsorted(seg_ids, uniq)
-    pos = np.minimum(pos, len(seg_ids) - 1)
-    unknown = uniq[seg_ids[pos] != uniq]
-    if unknown.size:
-        raise ValueError(
-            f"{what}: id map has segment id(s) {unknown[:10].tolist()} not in segments"
-        )
-    return pos[inverse.reshape(-1)]
+    flat = np.asarray(id_map).reshape(-1)
+    pos = np.searchsorted(seg_ids, flat)
+    np.minimum(pos, len(seg_ids) - 1, out=pos)
+    unknown = seg_ids[pos] != flat
+    if unknown.any():
+        ids = np.unique(flat[unknown])
+        raise ValueError(f"{what}: id map has segment id(s) {ids[:10].tolist()} not in segments")
+    return pos
 
 
 class PanopticQualityEvaluator:

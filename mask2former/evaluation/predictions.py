@@ -70,16 +70,19 @@ class PredictionWriter:
     ) -> None:
         """One sample's results by task (those present are written)."""
         name = self.output_name(str(sample.get("file_name", f"{index:06d}.png")))
+        # COCO datasets' own image ids, so the files score with any COCO tool against the
+        # dataset's JSON; the image's position for datasets without ids (shapes, semantic).
+        image_id = sample.get("image_id", index)
         if "panoptic" in results:
-            self._add_panoptic(index, name, results["panoptic"])
+            self._add_panoptic(image_id, name, results["panoptic"])
         if "instance" in results:
-            self._add_instance(index, results["instance"], things)
+            self._add_instance(image_id, results["instance"], things)
         if "semantic" in results:
             classes = results["semantic"].segmentation - 1
             dtype = np.uint8 if classes.max(initial=0) < 255 else np.uint16
             self._png("semantic", name, classes.astype(dtype))
 
-    def _add_panoptic(self, index: int, name: str, result: SegmentationResult) -> None:
+    def _add_panoptic(self, image_id: Any, name: str, result: SegmentationResult) -> None:
         self._png("panoptic", name, id_to_rgb(result.segmentation))
         segments = [
             {
@@ -90,16 +93,16 @@ class PredictionWriter:
             }
             for s in result.segments
         ]
-        self.panoptic.append({"image_id": index, "file_name": name, "segments_info": segments})
+        self.panoptic.append({"image_id": image_id, "file_name": name, "segments_info": segments})
 
-    def _add_instance(self, index: int, result: SegmentationResult, things: Any) -> None:
+    def _add_instance(self, image_id: Any, result: SegmentationResult, things: Any) -> None:
         keep = [i for i, s in enumerate(result.segments) if s["label_id"] in things]
         rles = _rles(result, keep)
         for i, rle in zip(keep, rles):
             seg = result.segments[i]
             self.results.append(
                 {
-                    "image_id": index,
+                    "image_id": image_id,
                     "category_id": self._category(seg["label_id"]),
                     "segmentation": rle,
                     "score": float(seg["score"]),

@@ -37,12 +37,14 @@ def dataset_categories(dataset: Any, id2label: Dict[int, str]) -> List[Dict[str,
 class _Metrics:
     """The evaluators of the requested tasks, fed one sample and its results at a time."""
 
-    def __init__(self, tasks: Sequence[str], cats: List[Dict[str, Any]], ignore: int) -> None:
+    def __init__(
+        self, tasks: Sequence[str], cats: List[Dict[str, Any]], ignore: int, ap_backend: str
+    ) -> None:
         self.things = {c["id"] for c in cats if c["isthing"]}
         self.ignore = ignore
         self.pq = PanopticQualityEvaluator(cats) if "panoptic" in tasks else None
         things = [c for c in cats if c["isthing"]]
-        self.ap = CocoMaskAPEvaluator(things) if "instance" in tasks else None
+        self.ap = CocoMaskAPEvaluator(things, backend=ap_backend) if "instance" in tasks else None
         names = [c["name"] for c in cats]
         self.miou = (
             SemanticSegmentationEvaluator(len(cats), ignore, names) if "semantic" in tasks else None
@@ -132,16 +134,17 @@ def evaluate_pipeline(
     max_images: Optional[int] = None,
     save_predictions: Optional[str] = None,
     progress: bool = False,
+    ap_backend: str = "auto",
 ) -> Dict[str, Dict[str, Any]]:
     """Evaluate a :class:`~mask2former.inference.pipeline.Pipeline` on ``dataset``; see
-    :func:`evaluate_model`."""
+    :func:`evaluate_model`. ``ap_backend``: the COCOeval of mask AP (:mod:`.backends`)."""
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
     cats = categories or dataset_categories(dataset, pipeline.info.id2label)
     stuff = {c["id"] for c in cats if not c["isthing"]}
     requests = _requests(tasks, stuff, threshold, overlap_threshold, detections)
-    metrics = _Metrics(tasks, cats, pipeline.info.ignore_value)
+    metrics = _Metrics(tasks, cats, pipeline.info.ignore_value, ap_backend)
     saver = PredictionWriter(save_predictions, cats) if save_predictions else None
     limit = len(dataset) if max_images is None else min(max_images, len(dataset))
     if saver is not None:
