@@ -12,8 +12,17 @@ reads ``VmHWM``. We print the peak minus the resident size just before the call,
 the call itself needed on top of the loaded model (all allocations: PyTorch tensors, oneDNN/MKL
 scratch, allocator slack), and the absolute peak of the process.
 
+The newest transformers (5.x) conflicts with 4.37.2, so it lives in its own virtual environment
+with our package installed beside it: ``--tf5-python PATH`` (default: $MASK2FORMER_TF5_PYTHON)
+runs this script again under that interpreter on the same saved weights, and its lines are
+printed after ours-vs-4.37.2 (each ratio is still measured side by side inside one process).
+
+``--batch 8`` adds folder throughput: 8 photos per call, images per second, the reference's
+processor + model + panoptic post-processing against our pipeline at batch size 8.
+
 Usage: python benchmarks/bench_model.py [--repeats 5] [--threads 2] [--sizes 800x1088,384x384]
-       [--skip-train] [--skip-bf16] [--skip-e2e] [--skip-memory]
+       [--skip-train] [--skip-bf16] [--skip-e2e] [--skip-memory] [--batch 8]
+       [--tf5-python PATH]
 """
 
 from __future__ import annotations
@@ -86,9 +95,10 @@ def end_to_end_fn(model, processor, image) -> Callable[[], object]:
     return run
 
 
-def pipeline_fn(model, image) -> Callable[[], object]:
+def pipeline_fn(model, image, count: int = 1) -> Callable[[], object]:
     """Ours: the inference pipeline every front end uses (the same settings as the reference's
-    defaults: threshold 0.5, no fused classes), results at the photo's size."""
+    defaults: threshold 0.5, no fused classes), results at the photo's size; ``count`` copies
+    of the image in one call, batched by ``count``."""
     from mask2former import Mask2FormerImageProcessor
     from mask2former.inference import Pipeline, TaskOptions, TorchRunner
 
@@ -96,7 +106,21 @@ def pipeline_fn(model, image) -> Callable[[], object]:
     options = TaskOptions("panoptic", threshold=0.5)
 
     def run():
-        return pipeline.predict([image], options)
+        return pipeline.predict([image] * count, options, batch_size=count)
+
+    return run
+
+
+def batch_end_to_end_fn(model, processor, image, count: int) -> Callable[[], object]:
+    """The reference on ``count`` photos at once: one processor call, one forward pass."""
+
+    def run():
+        with torch.inference_mode():
+            inputs = processor(images=[image] * count, return_tensors="pt")
+            out = model(inputs["pixel_values"])
+            return processor.post_process_panoptic_segmentation(
+                out, target_sizes=[PHOTO_SIZE] * count
+            )
 
     return run
 
@@ -180,17 +204,28 @@ def main() -> None:
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--folder", help="reuse/write the reference checkpoint here")
+    parser.add_argument("--batch", type=int, default=0, help="also folder throughput at this batch")
+    parser.add_argument(
+        "--tf5-python",
+        default=os.environ.get("MASK2FORMER_TF5_PYTHON"),
+        help="python of a venv with transformers 5.x and this package (default: "
+        "$MASK2FORMER_TF5_PYTHON); its run follows ours on the same weights",
+    )
+    parser.add_argument("--reuse-folder", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(json.loads(args.memory_child))))
         return
 
+    import transformers
+
     torch.set_num_threads(args.threads)
     folder = args.folder or tempfile.mkdtemp(prefix="m2f_bench_")
-    ref = build_reference(folder).eval()
+    ref = load_reference(folder) if args.reuse_folder else build_reference(folder).eval()
     ours = load_ours(folder)
     ours_bf16 = None if args.skip_bf16 else load_ours(folder, torch.bfloat16)
+    print(f"reference: transformers {transformers.__version__}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
     print("ratio = reference time / our time (higher is better for us)\n")
 
@@ -212,6 +247,8 @@ def main() -> None:
 
     if not args.skip_e2e:
         run_end_to_end(ref, ours, ours_bf16, args.repeats)
+    if args.batch:
+        run_throughput(ref, ours, args.batch, args.repeats)
 
     if not args.skip_train:
         ref.train()
@@ -243,6 +280,44 @@ def main() -> None:
                 m = measure_memory(folder, impl, case, args.threads)
                 row.append(f"{impl} {m['call_mb']:7.0f} MB (process {m['process_mb']:6.0f})")
             print(f"  {case:<10} " + "   ".join(row))
+
+    if args.tf5_python and not args.reuse_folder:
+        run_transformers5(args, folder)
+
+
+def load_reference(folder: str):
+    from transformers import Mask2FormerForUniversalSegmentation as RefModel
+
+    return RefModel.from_pretrained(folder).eval()
+
+
+def run_transformers5(args: argparse.Namespace, folder: str) -> None:
+    """This script again under the transformers 5.x interpreter, on the same weights."""
+    command = [args.tf5_python, os.path.abspath(__file__), "--folder", folder, "--reuse-folder"]
+    command += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+    command += ["--sizes", args.sizes, "--skip-memory", "--batch", str(args.batch)]
+    for flag in ("skip_train", "skip_bf16", "skip_e2e"):
+        if getattr(args, flag):
+            command.append("--" + flag.replace("_", "-"))
+    print("\n--- the same cases against transformers 5.x (its own environment) ---\n", flush=True)
+    subprocess.run(command, check=True)
+
+
+def run_throughput(ref, ours, count: int, repeats: int) -> None:
+    """Images per second on ``count`` photos per call (a folder's worth of work)."""
+    from transformers import Mask2FormerImageProcessor as RefProcessor
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    image = photo()
+    cases = {
+        "ref": batch_end_to_end_fn(ref, RefProcessor(), image, count),
+        "ours": pipeline_fn(ours, image, count),
+    }
+    times = alternate(cases, repeats)
+    print(format_ratio(f"end to end, batch of {count} photos", times["ref"], times["ours"]))
+    r, o = (sorted(times[k])[len(times[k]) // 2] for k in ("ref", "ours"))
+    print(f"{'':<34} images/s: ref {count / r:.2f}, ours {count / o:.2f}")
 
 
 def run_end_to_end(ref, ours, ours_bf16, repeats: int) -> None:
