@@ -168,14 +168,7 @@ def evaluate(
         detections=detections,
         results=results,
     )
-    if json_path:
-        write_json(json_path, report.summary(), overwrite=overwrite)
-    if plot:
-        from .plot import plot_results
-
-        plot_results(results, plot, overwrite=overwrite)
-    report.seconds = time.perf_counter() - start
-    return report
+    return _finish(report, json_path, plot, overwrite, start)
 
 
 def evaluate_predictions(
@@ -242,11 +235,22 @@ def evaluate_predictions(
         results=results,
         predictions=str(predictions),
     )
+    return _finish(report, json_path, plot, overwrite, start)
+
+
+def _finish(
+    report: EvaluationReport,
+    json_path: Optional[str],
+    plot: Optional[str],
+    overwrite: bool,
+    start: float,
+) -> EvaluationReport:
+    """Write the report's JSON and plot when asked; stamp its time."""
     if json_path:
         write_json(json_path, report.summary(), overwrite=overwrite)
     if plot:
         from .plot import plot_results
 
-        plot_results(results, plot, overwrite=overwrite)
+        plot_results(report.results, plot, overwrite=overwrite)
     report.seconds = time.perf_counter() - start
     return report

@@ -18,6 +18,7 @@ from ..inference.options import TASKS
 from .coco_ap import CocoMaskAPEvaluator
 from .miou import SemanticSegmentationEvaluator
 from .pq import PanopticQualityEvaluator
+from .runner import metric_results
 from .saved import DatasetKeys, PredictionsError, SavedPredictions
 
 __all__ = ["score_predictions", "label_space_categories"]
@@ -115,14 +116,7 @@ class _FileMetrics:
             raise PredictionsError(path, f"results of image_id {key!r}: {e}") from None
 
     def compute(self) -> Dict[str, Dict[str, Any]]:
-        results: Dict[str, Dict[str, Any]] = {}
-        if self.pq is not None:
-            results["panoptic"] = self.pq.compute()
-        if self.ap is not None:
-            results["instance"] = self.ap.compute()
-        if self.miou is not None:
-            results["semantic"] = self.miou.compute()
-        return results
+        return metric_results(self.pq, self.ap, self.miou)
 
 
 def _as_int(value: Any) -> Optional[int]:

@@ -22,6 +22,18 @@ from .predictions import PredictionWriter
 __all__ = ["evaluate_model", "evaluate_pipeline", "dataset_categories", "TASKS"]
 
 
+def metric_results(pq: Any, ap: Any, miou: Any) -> Dict[str, Dict[str, Any]]:
+    """The results of whichever evaluators ran (None: that task was not scored), by task."""
+    results: Dict[str, Dict[str, Any]] = {}
+    if pq is not None:
+        results["panoptic"] = pq.compute()
+    if ap is not None:
+        results["instance"] = ap.compute()
+    if miou is not None:
+        results["semantic"] = miou.compute()
+    return results
+
+
 def dataset_categories(dataset: Any, id2label: Dict[int, str]) -> List[Dict[str, Any]]:
     """Categories in label space: the dataset's COCO categories when it has them, else the
     model's labels (all counted as things)."""
@@ -78,14 +90,7 @@ class _Metrics:
         )
 
     def compute(self) -> Dict[str, Dict[str, Any]]:
-        results: Dict[str, Dict[str, Any]] = {}
-        if self.pq is not None:
-            results["panoptic"] = self.pq.compute()
-        if self.ap is not None:
-            results["instance"] = self.ap.compute()
-        if self.miou is not None:
-            results["semantic"] = self.miou.compute()
-        return results
+        return metric_results(self.pq, self.ap, self.miou)
 
 
 def _gt_semantic(sample: Dict[str, Any], ignore_index: int) -> np.ndarray:
