@@ -19,6 +19,7 @@ import math
 from typing import Optional, Union
 
 __all__ = [
+    "add_inference_model_arguments",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -127,6 +128,20 @@ def device(text: str) -> str:
 def add_device_argument(group: Group, help: str = DEVICE_HELP) -> None:
     """``--device`` (default cpu): a device that exists on this machine."""
     group.add_argument("--device", type=device, default="cpu", help=help)
+
+
+def add_inference_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The model group of the commands that serve a model to images (segment, serve): the
+    built-in "shapes" by default, precision left to the model (float32)."""
+    return add_model_arguments(
+        parser,
+        model_help="built-in model name, checkpoint folder or hub id (default: the built-in "
+        "'shapes')",
+        metavar="NAME_OR_PATH",
+        dtype_default=None,
+        dtype_help="model precision (default: float32)",
+        device_help="cpu or cuda (default: cpu)",
+    )
 
 
 def add_model_arguments(

@@ -11,8 +11,8 @@ from typing import List, Optional
 
 from ..config import TASKS
 from .common import (
+    add_inference_model_arguments,
     add_loading_arguments,
-    add_model_arguments,
     add_output_arguments,
     add_progress_argument,
     probability,
@@ -44,15 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="INPUT",
         help="image files, folders (searched recursively) or glob patterns (quote them)",
     )
-    model = add_model_arguments(
-        parser,
-        model_help="built-in model name, checkpoint folder or hub id (default: the built-in "
-        "'shapes')",
-        metavar="NAME_OR_PATH",
-        dtype_default=None,
-        dtype_help="model precision (default: float32)",
-        device_help="cpu or cuda (default: cpu)",
-    )
+    model = add_inference_model_arguments(parser)
     add_loading_arguments(
         model,
         batch_size=1,

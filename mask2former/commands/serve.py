@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..serve.settings import MiB, ServeSettings  # dataclasses only: no FastAPI for --help
-from .common import add_model_arguments, positive_float, positive_int
+from .common import add_inference_model_arguments, positive_float, positive_int
 
 DEFAULTS = ServeSettings()
 
@@ -21,15 +21,7 @@ def _port(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(
-        parser,
-        model_help="built-in model name, checkpoint folder or hub id (default: the built-in "
-        "'shapes')",
-        metavar="NAME_OR_PATH",
-        dtype_default=None,
-        dtype_help="model precision (default: float32)",
-        device_help="cpu or cuda (default: cpu)",
-    )
+    add_inference_model_arguments(parser)
     server = parser.add_argument_group("server")
     server.add_argument(
         "--host",

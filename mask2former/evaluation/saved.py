@@ -43,17 +43,10 @@ __all__ = [
 ]
 
 
-class PredictionsError(ValueError):
+class PredictionsError(DatasetError):
     """Saved predictions that cannot be scored against the dataset; the message names the file
-    and the field (``panoptic.json: annotations[3].file_name 'x.png' is not in the dataset``)."""
-
-    def __init__(self, path: object, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        return type(self), (self.path, self.problem)
+    and the field (``panoptic.json: annotations[3].file_name 'x.png' is not in the dataset``).
+    A :class:`DatasetError` (path + problem) of the predictions' files."""
 
 
 @dataclass
