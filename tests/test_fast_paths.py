@@ -11,7 +11,9 @@ from mask2former.modeling.deformable_attention import (
     multi_scale_deformable_attention,
     multi_scale_deformable_attention_grid_sample,
 )
+from mask2former.modeling import deformable_gather, fast_ops
 from mask2former.modeling.deformable_gather import padded_deformable_sampling
+from mask2former.modeling.swin import SwinAttention
 from mask2former.modeling.transformer_decoder import MaskPredictor
 
 SHAPES = [(3, 5), (6, 9), (11, 17)]
@@ -99,7 +101,12 @@ def test_padded_sampling_bfloat16_values():
     torch.testing.assert_close(fast16.float(), plain, rtol=0.02, atol=0.02)
 
 
-def test_deformable_module_matches_plain_formula():
+@pytest.mark.parametrize("chunk_taps", [None, 200])
+def test_deformable_module_matches_plain_formula(chunk_taps, monkeypatch):
+    """Also with the inference path cut into many chunks of queries (200 taps: 2 queries of
+    4 heads and 24 taps per chunk), each image of the batch separately."""
+    if chunk_taps is not None:
+        monkeypatch.setattr(deformable_gather, "CHUNK_TAPS", chunk_taps)
     torch.manual_seed(0)
     dim, heads, levels, points = 32, 4, len(SHAPES), 2
     module = MultiscaleDeformableAttention(dim, heads, levels, points).double()
@@ -112,7 +119,8 @@ def test_deformable_module_matches_plain_formula():
     x.requires_grad_()
     out, weights = module(x, pos, ref, SHAPES)  # with autograd: the gather's own backward
     with torch.no_grad():
-        out_gather, _ = module(x, pos, ref, SHAPES)  # inference: embedding_bag alone
+        out_gather, weights_gather = module(x, pos, ref, SHAPES)  # inference: chunked taps
+        assert module(x, pos, ref, SHAPES, need_weights=False)[1] is None
 
     # The textbook formulation, written out.
     q = x + pos
@@ -128,6 +136,7 @@ def test_deformable_module_matches_plain_formula():
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
     torch.testing.assert_close(out_gather, expected.detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(weights, attn, rtol=0, atol=1e-12)
+    torch.testing.assert_close(weights_gather, attn.detach(), rtol=0, atol=1e-12)
     # Gradients of the module's path (input and every parameter) equal autograd through
     # grid_sample.
     grad = torch.randn_like(out)
@@ -226,3 +235,22 @@ def test_swin_position_bias_of_a_model_built_under_inference_mode():
     with torch.inference_mode():
         attn = SwinSelfAttention(dim=8, num_heads=2, window_size=3)
         assert attn.position_bias().shape == (2, 9, 9)
+
+
+def test_swin_window_groups_equal_one_pass(monkeypatch):
+    """Inference cuts many windows into groups (each image's shift mask sliced to match): the
+    same values as one pass over all windows."""
+    torch.manual_seed(0)
+    attention = SwinAttention(dim=16, num_heads=2, window_size=3, qkv_bias=True)
+    with torch.no_grad():
+        attention.self.relative_position_bias_table.normal_()
+    images, per_image = 2, 5
+    x = torch.randn(images * per_image, 9, 16)
+    mask = torch.where(torch.rand(per_image, 9, 9) > 0.5, -100.0, 0.0)
+    for shift_mask in (mask, None):
+        whole = attention(x, shift_mask)  # autograd on: one pass
+        monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 3 * 4 * 9 * 16 * 4)  # 3 windows a group
+        with torch.no_grad():
+            grouped = attention(x, shift_mask)
+        monkeypatch.undo()
+        torch.testing.assert_close(grouped, whole.detach(), rtol=1e-6, atol=1e-6)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deformable_gather import padded_deformable_sampling
+from .deformable_gather import deformable_attention_inference
 from .exporting import is_exporting
 
 __all__ = [
@@ -266,7 +266,8 @@ class MultiscaleDeformableAttention(nn.Module):
         reference_points: torch.Tensor,
         spatial_shapes: List[Tuple[int, int]],
         padding_mask: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        need_weights: bool = True,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """
         Args:
             hidden_states: (B, S, C) flattened features of all levels.
@@ -274,16 +275,32 @@ class MultiscaleDeformableAttention(nn.Module):
             reference_points: (B, S, L, 2) normalized x, y of each query in each level.
             spatial_shapes: (H_l, W_l) per level.
             padding_mask: optional (B, S) bool, True where a value is padding (zeroed).
+            need_weights: False returns None for the attention weights.
         Returns:
-            output (B, S, C) and attention weights (B, S, heads, L, P).
+            output (B, S, C) and attention weights (B, S, heads, L, P) or None.
         """
         b, s, _ = hidden_states.shape
-        queries = hidden_states + position_embeddings
         value = self.value_proj(hidden_states)
         if padding_mask is not None:
             value = value.masked_fill(padding_mask[..., None], 0.0)
         value = value.view(b, s, self.n_heads, -1)
         heads, levels, points = self.n_heads, self.n_levels, self.n_points
+        if not (torch.is_grad_enabled() or is_exporting()):
+            out, weights = deformable_attention_inference(
+                hidden_states,
+                position_embeddings,
+                value,
+                reference_points,
+                spatial_shapes,
+                self.sampling_offsets,
+                self.attention_weights,
+                points,
+                need_weights,
+            )
+            if weights is not None:
+                weights = weights.to(hidden_states.dtype)
+            return self.output_proj(out), weights
+        queries = hidden_states + position_embeddings
         work = torch.promote_types(hidden_states.dtype, torch.float32)
         # Locations and softmax in float32 even for a bfloat16 model: a bfloat16 x of ~100
         # pixels is only good to half a pixel. Both are computed level-major, (2, L, B, S,
@@ -311,9 +328,7 @@ class MultiscaleDeformableAttention(nn.Module):
             out = multi_scale_deformable_attention_grid_sample(
                 value, spatial_shapes, locations, weights
             )
-        elif training:
-            out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
         else:
-            out = padded_deformable_sampling(value, spatial_shapes, locations, weights)
-        weights = weights.to(hidden_states.dtype)
+            out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
+        weights = weights.to(hidden_states.dtype) if need_weights else None
         return self.output_proj(out), weights

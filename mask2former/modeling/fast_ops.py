@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from torch import nn
 
 from .exporting import is_exporting
 
-__all__ = ["token_mlp"]
+__all__ = ["CHUNK_BYTES", "inference_chunks", "linear_into", "token_mlp"]
 
 # Hidden activations above this size are computed in row chunks during inference. Fresh
 # allocations this large come straight from mmap and pay a page fault per 4 KiB page on first
@@ -41,5 +41,22 @@ def token_mlp(
     step = max(1, CHUNK_BYTES // (hidden * x.element_size()))
     for start in range(0, rows, step):
         part = act(first(flat[start : start + step]))
-        out[start : start + step] = F.linear(part, second.weight, second.bias)
+        linear_into(part, second, out[start : start + step])
     return out.view(*x.shape[:-1], second.out_features)
+
+
+def linear_into(x: torch.Tensor, layer: nn.Linear, out: torch.Tensor) -> torch.Tensor:
+    """``out[...] = layer(x)`` for x (N, C_in) and a contiguous out (N, C_out), written in
+    place by the matrix product itself (no temporary and no copy)."""
+    if layer.bias is None:
+        return torch.mm(x, layer.weight.t(), out=out)
+    return torch.addmm(layer.bias, x, layer.weight.t(), out=out)
+
+
+def inference_chunks(total: int, row_bytes: int) -> Optional[int]:
+    """Rows per chunk when an inference computation over ``total`` rows of ``row_bytes`` bytes
+    of temporaries is better done in pieces (None: in one go; also with autograd or when
+    exporting, whose graphs must not depend on the size)."""
+    if is_exporting() or torch.is_grad_enabled() or total * row_bytes <= 2 * CHUNK_BYTES:
+        return None
+    return max(1, CHUNK_BYTES // row_bytes)

@@ -58,8 +58,11 @@ class DeformableEncoderLayer(nn.Module):
         pos: torch.Tensor,
         reference_points: torch.Tensor,
         spatial_shapes: List[Tuple[int, int]],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        y, weights = self.self_attn(x, pos, reference_points, spatial_shapes)
+        need_weights: bool = True,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        y, weights = self.self_attn(
+            x, pos, reference_points, spatial_shapes, need_weights=need_weights
+        )
         x = self.self_attn_layer_norm(x + F.dropout(y, self.dropout, self.training))
         y = token_mlp(x, self.fc1, self._act, self.fc2)
         y = F.dropout(y, self.dropout, self.training)
@@ -141,7 +144,7 @@ class PixelDecoder(nn.Module):
         ref = reference_points(shapes, batch, x.device, torch.promote_types(x.dtype, torch.float32))
         attentions = []
         for layer in self.encoder.layers:
-            x, weights = run_block(self.encoder, layer, x, pos_all, ref, shapes)
+            x, weights = run_block(self.encoder, layer, x, pos_all, ref, shapes, output_attentions)
             if output_attentions:
                 attentions.append(weights)
 

@@ -17,7 +17,7 @@ from torch import nn
 from ..config import SwinConfig
 from .activations import get_activation
 from .exporting import is_exporting
-from .fast_ops import token_mlp
+from .fast_ops import inference_chunks, linear_into, token_mlp
 from .grad_checkpoint import run_block
 
 __all__ = ["SwinBackbone", "build_swin_backbone"]
@@ -147,7 +147,26 @@ class SwinAttention(nn.Module):
         self.output = SwinAttentionOutput(dim)
 
     def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.output.dense(self.self(x, shift_mask))
+        """x: (B * nW, N, C) windows; shift_mask (nW, N, N) or None -> (B * nW, N, C).
+
+        Without autograd, many windows go through in groups: their query/key/value and
+        attention temporaries then stay a few MB, recycled by the allocator, instead of
+        hundreds of MB of fresh memory per block at the first stage.
+        """
+        bw, n, c = x.shape
+        step = inference_chunks(bw, 4 * n * c * x.element_size())
+        if step is None:
+            return self.output.dense(self.self(x, shift_mask))
+        per_image = bw if shift_mask is None else shift_mask.shape[0]
+        out = torch.empty_like(x)
+        for first in range(0, bw, per_image):  # a group never mixes two images' masks
+            for start in range(0, per_image, step):
+                stop = min(per_image, start + step)
+                mask = None if shift_mask is None else shift_mask[start:stop]
+                windows = slice(first + start, first + stop)
+                y = self.self(x[windows], mask)
+                linear_into(y.view(-1, c), self.output.dense, out[windows].view(-1, c))
+        return out
 
 
 class SwinMlpIn(nn.Module):
