@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mask2former.modeling import deformable_gather, fast_ops
 from mask2former.modeling.deformable_attention import (
     MultiscaleDeformableAttention,
     multi_scale_deformable_attention,
     multi_scale_deformable_attention_grid_sample,
 )
-from mask2former.modeling import deformable_gather, fast_ops
 from mask2former.modeling.deformable_gather import padded_deformable_sampling
 from mask2former.modeling.swin import SwinAttention
 from mask2former.modeling.transformer_decoder import MaskPredictor

@@ -151,7 +151,9 @@ class _TapLayout:
         self.base = start + torch.arange(heads, dtype=i32, device=device).view(1, 1, heads, 1)
         # Rows of the four corners relative to the top-left one, (y, x) order: (L, 2, 2, 1, 1, 1).
         row = padded_width * heads
-        corners = torch.stack([torch.zeros_like(row), torch.full_like(row, heads), row, row + heads])
+        corners = torch.stack(
+            [torch.zeros_like(row), torch.full_like(row, heads), row, row + heads]
+        )
         self.corners = corners.t().reshape(levels, 2, 2, 1, 1, 1)
 
     def _axis(self, pixel: torch.Tensor, size: torch.Tensor):
