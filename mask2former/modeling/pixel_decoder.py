@@ -119,7 +119,7 @@ class PixelDecoder(nn.Module):
         self.layer_1 = nn.Sequential(
             nn.Conv2d(feature_size, feature_size, kernel_size=3, padding=1, bias=False),
             nn.GroupNorm(32, feature_size),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
 
     def forward(
@@ -156,8 +156,11 @@ class PixelDecoder(nn.Module):
             for t, (h, w) in zip(x.split(sizes, dim=1), shapes)
         ]
         fine = self.adapter_1(features[0].contiguous(memory_format=torch.channels_last))
-        fine = fine + F.interpolate(
-            outputs[-1], size=fine.shape[-2:], mode="bilinear", align_corners=False
+        # In place (here and the ReLU of layer_1): at stride 4 every fresh map is tens of MB
+        # of new pages; group norm's backward needs its input, not its output, so autograd
+        # allows both.
+        fine = fine.add_(
+            F.interpolate(outputs[-1], size=fine.shape[-2:], mode="bilinear", align_corners=False)
         )
         fine = self.layer_1(fine)
         return PixelDecoderOutput(
