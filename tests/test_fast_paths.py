@@ -14,7 +14,7 @@ from mask2former.modeling.deformable_attention import (
 )
 from mask2former.modeling.deformable_gather import padded_deformable_sampling
 from mask2former.modeling.swin import SwinAttention
-from mask2former.modeling.transformer_decoder import MaskPredictor
+from mask2former.modeling.transformer_decoder import MaskPredictor, query_pixel_products
 
 SHAPES = [(3, 5), (6, 9), (11, 17)]
 
@@ -254,3 +254,20 @@ def test_swin_window_groups_equal_one_pass(monkeypatch):
             grouped = attention(x, shift_mask)
         monkeypatch.undo()
         torch.testing.assert_close(grouped, whole.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_query_pixel_products_equal_batched_matmul(dtype):
+    """Per-image products on a channels-last map's transposed view (inference) equal bmm; with
+    autograd the batched form runs and gradients flow."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 16, 5, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+    pixels = features.flatten(2)  # (B, C, N) with transposed strides
+    embed = torch.randn(2, 3, 16, dtype=dtype)
+    want = torch.bmm(embed, pixels.contiguous())
+    with torch.no_grad():
+        got = query_pixel_products(embed, pixels)
+    torch.testing.assert_close(got, want)
+    trained = embed.clone().requires_grad_()
+    query_pixel_products(trained, pixels).sum().backward()
+    assert trained.grad is not None and trained.grad.shape == embed.shape

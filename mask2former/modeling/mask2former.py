@@ -81,7 +81,9 @@ class TransformerModule(nn.Module):
             pos = sine_position_encoding(
                 b, h, w, self.hidden_dim // 2, feature.device, feature.dtype
             )
-            memory_pos.append(pos.flatten(2).transpose(1, 2))
+            # Contiguous (B, h*w, C), the memories' layout: every layer's memory + pos and key
+            # projection then run on plain row-major operands, with no copy per layer.
+            memory_pos.append(pos.flatten(2).transpose(1, 2).contiguous())
             # (B, C, h, w) -> (B, h*w, C); free when the map is channels-last.
             memory = proj(feature).permute(0, 2, 3, 1).reshape(b, h * w, -1)
             memories.append(memory + self.level_embed.weight[level])

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import Mask2FormerConfig
 from .activations import get_activation
+from .exporting import is_exporting
 from .grad_checkpoint import run_block
 
 __all__ = ["DecoderOutput", "MaskedAttentionDecoder", "MaskPredictor", "build_transformer_decoder"]
@@ -222,17 +223,33 @@ class MaskPredictor(nn.Module):
             # One batched matmul for the per-pixel dot product (the reference loops over
             # channels). Channels-last features (the pixel decoder's) are used without a copy.
             pixels = mask_features.permute(0, 2, 3, 1).reshape(b, h * w, cm)
-            masks = torch.bmm(embed, pixels.transpose(1, 2)).view(b, -1, h, w)
+            masks = query_pixel_products(embed, pixels.transpose(1, 2)).view(b, -1, h, w)
         with torch.no_grad():
             # Bilinear resizing is linear per channel, so resizing the features and taking the
             # dot product equals resizing the full-size logits, at a fraction of the cost (and
             # the resized features are shared by every layer that attends to that level).
-            small = torch.bmm(embed.detach(), small_features.to(embed.dtype))
+            small = query_pixel_products(embed.detach(), small_features.to(embed.dtype))
             blocked = small.sigmoid() < 0.5
             # A query whose mask is empty everywhere may attend everywhere (else its softmax
             # would have no support).
             blocked &= ~blocked.all(-1, keepdim=True)
         return masks, blocked
+
+
+def query_pixel_products(embed: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """embed (B, Q, C) @ pixels (B, C, N) -> (B, Q, N).
+
+    The pixels of a channels-last map come as a transposed (C, N) view. A plain matrix product
+    takes such an operand as it is, while the batched one copies it in bfloat16 (a 55 MB copy
+    at 800x1088, ten times the product itself): without autograd, one product per image.
+    """
+    training = torch.is_grad_enabled() and (embed.requires_grad or pixels.requires_grad)
+    if training or is_exporting():  # out= has no autograd; an exported graph wants one op
+        return torch.bmm(embed, pixels)
+    out = embed.new_empty(embed.shape[0], embed.shape[1], pixels.shape[2])
+    for image in range(embed.shape[0]):
+        torch.mm(embed[image], pixels[image], out=out[image])
+    return out
 
 
 @torch.no_grad()
