@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mask2former.modeling import deformable_gather, fast_ops
 from mask2former.modeling.deformable_attention import (
@@ -271,3 +272,18 @@ def test_query_pixel_products_equal_batched_matmul(dtype):
     trained = embed.clone().requires_grad_()
     query_pixel_products(trained, pixels).sum().backward()
     assert trained.grad is not None and trained.grad.shape == embed.shape
+
+
+@pytest.mark.parametrize(
+    "act", [nn.GELU(), nn.GELU(approximate="tanh"), nn.ReLU(), nn.SiLU(), nn.Tanh()]
+)
+def test_token_mlp_chunks_with_in_place_activations(act, monkeypatch):
+    """Inference in row chunks, the activation applied in place: the plain MLP's values."""
+    monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 32 * 4 * 7)  # 7 rows a chunk
+    torch.manual_seed(0)
+    first, second = nn.Linear(8, 32), nn.Linear(32, 8)
+    x = torch.randn(2, 50, 8)
+    want = second(act(first(x)))
+    with torch.no_grad():
+        got = fast_ops.token_mlp(x, first, act, second)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
