@@ -149,10 +149,8 @@ class SwinAttention(nn.Module):
     def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """x: (B * nW, N, C) windows; shift_mask (nW, N, N) or None -> (B * nW, N, C).
 
-        Without autograd, many windows go through in groups: their query/key/value and
-        attention temporaries then stay a few MB, recycled by the allocator, instead of
-        hundreds of MB of fresh memory per block at the first stage.
-        """
+        Without autograd, many windows go in groups: the temporaries stay a few MB, recycled
+        by the allocator, not hundreds of MB of fresh memory per block at the first stage."""
         bw, n, c = x.shape
         step = inference_chunks(bw, 4 * n * c * x.element_size())
         if step is None:
