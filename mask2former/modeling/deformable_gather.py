@@ -103,14 +103,12 @@ def padded_deformable_sampling(
     table, starts = padded_value_table(value, spatial_shapes)
     taps = _TapLayout(spatial_shapes, starts, heads, points, table.shape[0] // b, value.device)
     out = value.new_empty(b, q, heads * value.shape[-1])
-    for image in range(b):
-        for first in range(0, q, _chunk_rows(heads, levels, points)):
-            rows = slice(first, min(q, first + _chunk_rows(heads, levels, points)))
-            # (2, L, P, heads, n) and (L * P, heads, n): the slot-major layout of taps.
-            xy = pixels[image, rows].permute(4, 2, 3, 1, 0).contiguous()
-            weights = attention_weights[image, rows].to(dtype).permute(2, 3, 1, 0)
-            weights = weights.reshape(levels * points, heads, -1)
-            out[image, rows] = taps.gather(table, image, xy, weights)
+    for image, rows in _query_chunks(b, q, heads, levels, points):
+        # (2, L, P, heads, n) and (L * P, heads, n): the slot-major layout of taps.
+        xy = pixels[image, rows].permute(4, 2, 3, 1, 0).contiguous()
+        weights = attention_weights[image, rows].to(dtype).permute(2, 3, 1, 0)
+        weights = weights.reshape(levels * points, heads, -1)
+        out[image, rows] = taps.gather(table, image, xy, weights)
     return out
 
 
@@ -120,8 +118,12 @@ def padded_deformable_sampling(
 CHUNK_TAPS = 2**19
 
 
-def _chunk_rows(heads: int, levels: int, points: int) -> int:
-    return max(1, CHUNK_TAPS // (heads * levels * points * 4))
+def _query_chunks(batch: int, queries: int, heads: int, levels: int, points: int):
+    """(image, slice of queries) pieces of at most CHUNK_TAPS taps each, image by image."""
+    step = max(1, CHUNK_TAPS // (heads * levels * points * 4))
+    for image in range(batch):
+        for first in range(0, queries, step):
+            yield image, slice(first, min(queries, first + step))
 
 
 class _TapLayout:
@@ -236,21 +238,18 @@ def deformable_attention_inference(
     weights_out = None
     if need_weights:
         weights_out = value.new_empty((b, q, heads, levels, points), dtype=work)
-    step = _chunk_rows(heads, levels, points)
-    for image in range(b):
-        for first in range(0, q, step):
-            rows = slice(first, min(q, first + step))
-            queries = hidden_states[image, rows] + position_embeddings[image, rows]  # (n, C)
-            proj = torch.addmm(bias, weight, queries.t()).to(work)  # (3 * L * P * heads, n)
-            n = proj.shape[1]
-            # Reference points in pixels of each level, (2, L, 1, 1, n).
-            ref = reference_points[image, rows].to(work) * sizes
-            xy = proj[: 2 * slots * heads].view(2, levels, points, heads, n)
-            xy = xy + ref.permute(2, 1, 0).reshape(2, levels, 1, 1, n)
-            attn = proj[2 * slots * heads :].view(slots, heads, n).softmax(0)
-            if weights_out is not None:
-                weights_out[image, rows] = attn.view(levels, points, heads, n).permute(3, 2, 0, 1)
-            out[image, rows] = taps.gather(table, image, xy, attn)
+    for image, rows in _query_chunks(b, q, heads, levels, points):
+        queries = hidden_states[image, rows] + position_embeddings[image, rows]  # (n, C)
+        proj = torch.addmm(bias, weight, queries.t()).to(work)  # (3 * L * P * heads, n)
+        n = proj.shape[1]
+        # Reference points in pixels of each level, (2, L, 1, 1, n).
+        ref = reference_points[image, rows].to(work) * sizes
+        xy = proj[: 2 * slots * heads].view(2, levels, points, heads, n)
+        xy = xy + ref.permute(2, 1, 0).reshape(2, levels, 1, 1, n)
+        attn = proj[2 * slots * heads :].view(slots, heads, n).softmax(0)
+        if weights_out is not None:
+            weights_out[image, rows] = attn.view(levels, points, heads, n).permute(3, 2, 0, 1)
+        out[image, rows] = taps.gather(table, image, xy, attn)
     return out, weights_out
 
 
