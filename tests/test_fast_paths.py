@@ -73,10 +73,10 @@ def test_gather_msda_float32_and_bfloat16_values():
 @pytest.mark.parametrize(
     "dtype, points, atol",
     [
-        (torch.float64, 3, 1e-12),  # runs of 24 bytes: the plain permuted copy
-        (torch.float64, 2, 1e-12),  # 16-byte runs copied as one element
-        (torch.float32, 4, 2e-6),  # the model's case: 16-byte runs
-        (torch.float32, 2, 2e-6),  # 8-byte runs
+        (torch.float64, 3, 1e-12),
+        (torch.float64, 2, 1e-12),
+        (torch.float32, 4, 2e-6),  # the model's case
+        (torch.float32, 2, 2e-6),
     ],
 )
 def test_padded_sampling_equals_grid_sample(dtype, points, atol):

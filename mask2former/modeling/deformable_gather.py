@@ -7,9 +7,10 @@ Its tap arithmetic masks the corners that fall outside their map; that masking a
 temporaries cost several times the gather itself (about 50 ms per encoder layer at 800x1088).
 Here every level's map gets a zero border (one pixel before, two after), coordinates are
 clamped into the bordered map, and a corner outside the image then reads a zero row: no masks,
-no clamps of indices, and every intermediate is reused in place. The result equals the masked
-form up to float rounding (a few ulps of the bilinear weights). No autograd: training keeps the
-masked form and its own backward.
+no clamps of indices. Queries go in cache-sized chunks, their taps computed slot-major and then
+transposed into one bag per (query, head). The result equals the masked form up to float
+rounding (a few ulps of the bilinear weights). No autograd: training keeps the masked form and
+its own backward.
 """
 
 from __future__ import annotations
@@ -45,36 +46,6 @@ def padded_value_table(
         start += size
         first += h * w
     return table.view(-1, dim), starts
-
-
-def _axis(coord: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """coord (...) in [0, 1] -> (first padded pixel index int32, fraction toward the next).
-
-    The bordered map has pixel centres at integers 1..size; the coordinate is clamped to
-    [0, size + 1], which keeps both taps inside the border, and there truncation is floor.
-    """
-    pix = torch.mul(coord, size).add_(BEFORE - 0.5).clamp_(0.0, size + BEFORE)
-    low = pix.to(torch.int32)
-    return low, pix.sub_(low)
-
-
-# Same-size stand-ins that move a run of P elements as one element (their values are never
-# computed with, only copied bit for bit).
-_WORDS = {16: torch.complex128, 8: torch.int64}
-
-
-def _bags(slots: torch.Tensor) -> torch.Tensor:
-    """(L * 4, B, Q, heads, P) -> (B * Q * heads, L * 4 * P), one bag per row.
-
-    A plain permuted copy moves runs of P = 4 elements and is slow at it; viewing each run as
-    one 16- or 8-byte element makes the copy a simple 2-D transpose, about 5x faster.
-    """
-    taps, b, q, heads, points = slots.shape
-    word = _WORDS.get(points * slots.element_size())
-    if word is None:
-        return slots.permute(1, 2, 3, 0, 4).reshape(b * q * heads, taps * points)
-    runs = slots.view(word).view(taps, b * q * heads)  # one element per run of P
-    return runs.t().contiguous().view(slots.dtype).view(b * q * heads, taps * points)
 
 
 def padded_deformable_sampling(
@@ -173,8 +144,8 @@ class _TapLayout:
         n = xy.shape[-1]
         x0, fx = self._axis(xy[0], self.size[0])
         y0, fy = self._axis(xy[1], self.size[1])
-        top_left = y0.mul_(self.padded_width).add_(x0).mul_(heads).add_(self.base)
-        top_left.add_(image * self.rows_per_image)
+        base = self.base + image * self.rows_per_image  # (L, 1, heads, 1): this image's rows
+        top_left = y0.mul_(self.padded_width).add_(x0).mul_(heads).add_(base)
         index = top_left.new_empty((levels, 2, 2, points, heads, n))
         torch.add(top_left.unsqueeze(1).unsqueeze(1), self.corners, out=index)
         attn = weights.view(levels, 1, points, heads, n)

@@ -30,15 +30,12 @@ def token_mlp(
     Without autograd and with a large hidden layer, rows go through in chunks written into one
     output buffer: the same arithmetic per row (every op is row-wise), a fraction of the memory.
     """
-    hidden = first.out_features
     rows = x.numel() // x.shape[-1]
-    if is_exporting() or torch.is_grad_enabled():  # exported: one graph for every size
-        return second(act(first(x)))
-    if rows * hidden * x.element_size() <= 2 * CHUNK_BYTES:
+    step = inference_chunks(rows, first.out_features * x.element_size())
+    if step is None:
         return second(act(first(x)))
     flat = x.reshape(rows, x.shape[-1])
     out = flat.new_empty(rows, second.out_features)
-    step = max(1, CHUNK_BYTES // (hidden * x.element_size()))
     act = _in_place(act)
     for start in range(0, rows, step):
         part = act(first(flat[start : start + step]))
