@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -287,3 +289,92 @@ def test_token_mlp_chunks_with_in_place_activations(act, monkeypatch):
     with torch.no_grad():
         got = fast_ops.token_mlp(x, first, act, second)
     torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 7])
+def test_token_mlp_residual_equals_plain_sum(chunk_rows, monkeypatch):
+    """``residual=`` adds the skip connection in the MLP's own buffer: the exact plain sum in
+    float32 (bfloat16 goes through oneDNN where available; see the next test)."""
+    if chunk_rows is not None:
+        monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 32 * 4 * chunk_rows)
+    torch.manual_seed(0)
+    first, second = nn.Linear(8, 32), nn.Linear(32, 8)
+    x, skip = torch.randn(2, 50, 8), torch.randn(2, 50, 8)
+    want = skip + second(F.relu(first(x)))
+    with torch.no_grad():
+        got = fast_ops.token_mlp(x, first, nn.ReLU(), second, residual=skip)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with_grad = fast_ops.token_mlp(x, first, nn.ReLU(), second, residual=skip)
+    assert with_grad.requires_grad
+    torch.testing.assert_close(with_grad, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU()])
+@pytest.mark.parametrize("chunk_rows", [None, 7])
+def test_fused_bfloat16_mlp_matches_float32(act, chunk_rows, monkeypatch):
+    """The oneDNN path (bias, activation and residual fused into the products) gives the float32
+    MLP's values to bfloat16 precision, in one go and in row chunks; activations oneDNN does
+    not fuse take the plain path."""
+    if fast_ops._ONEDNN_LINEAR is None:
+        pytest.skip("this CPU or torch build has no native bfloat16 oneDNN linear")
+    if chunk_rows is not None:
+        monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 32 * 2 * chunk_rows)
+    torch.manual_seed(0)
+    first, second = nn.Linear(16, 32), nn.Linear(32, 16)
+    x, skip = torch.randn(3, 41, 16), torch.randn(3, 41, 16)
+    want = skip + second(act(first(x)))
+    first16, second16 = first.bfloat16(), second.bfloat16()
+    with torch.no_grad():
+        assert fast_ops.fused_bfloat16_linears(x.bfloat16())
+        got = fast_ops.token_mlp(x.bfloat16(), first16, act, second16, residual=skip.bfloat16())
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    torch.testing.assert_close(got.float(), want.detach(), rtol=0.02, atol=0.05)
+    assert not fast_ops.fused_bfloat16_linears(x.bfloat16())  # autograd: plain products
+    assert not fast_ops.fused_bfloat16_linears(x)  # float32: plain products
+
+
+def test_deformable_module_residual_in_its_chunks(monkeypatch):
+    """Inference adds the residual to each chunk's projected rows: the same values as adding it
+    to the module's output, in one chunk and in many, float32 and bfloat16."""
+    torch.manual_seed(0)
+    dim, heads, levels, points = 32, 4, len(SHAPES), 2
+    module = MultiscaleDeformableAttention(dim, heads, levels, points)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    total = sum(h * w for h, w in SHAPES)
+    x, pos = torch.randn(2, total, dim), torch.randn(2, total, dim)
+    ref = torch.rand(2, total, levels, 2)
+    with torch.no_grad():
+        want, _ = module(x, pos, ref, SHAPES, need_weights=False)
+        want = x + want
+        for chunk_taps in (None, 200):
+            if chunk_taps is not None:
+                monkeypatch.setattr(deformable_gather, "CHUNK_TAPS", chunk_taps)
+            got, _ = module(x, pos, ref, SHAPES, need_weights=False, residual=x)
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        half = copy.deepcopy(module).bfloat16()
+        got16, _ = half(x.bfloat16(), pos.bfloat16(), ref, SHAPES, residual=x.bfloat16())
+    torch.testing.assert_close(got16.float(), want, rtol=0.05, atol=0.1)
+    grad_out, _ = module(x, pos, ref, SHAPES, residual=x)  # autograd path
+    torch.testing.assert_close(grad_out.detach(), want, rtol=0, atol=1e-5)
+
+
+def test_encoder_layer_eval_form_equals_training_form():
+    """Without dropout the encoder layer takes its residuals inside the attention and the MLP;
+    the training form (explicit sums after dropout) gives the same values."""
+    from mask2former.modeling.pixel_decoder import DeformableEncoderLayer, reference_points
+
+    torch.manual_seed(0)
+    layer = DeformableEncoderLayer(dim=32, num_heads=4, ffn_dim=64, dropout=0.1)
+    total = sum(h * w for h, w in SHAPES)
+    x, pos = torch.randn(2, total, 32), torch.randn(2, total, 32)
+    ref = reference_points(SHAPES, 2, x.device, torch.float32)
+    layer.train()
+    layer.dropout = 1e-9  # the training form (explicit sums), its dropout next to nothing
+    with torch.no_grad():
+        trained_form, _ = layer(x, pos, ref, SHAPES)
+    layer.dropout = 0.1
+    layer.eval()
+    with torch.no_grad():
+        eval_form, _ = layer(x, pos, ref, SHAPES)
+    torch.testing.assert_close(eval_form, trained_form, rtol=0, atol=1e-5)

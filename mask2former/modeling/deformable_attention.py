@@ -267,6 +267,7 @@ class MultiscaleDeformableAttention(nn.Module):
         spatial_shapes: List[Tuple[int, int]],
         padding_mask: Optional[torch.Tensor] = None,
         need_weights: bool = True,
+        residual: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """
         Args:
@@ -276,8 +277,10 @@ class MultiscaleDeformableAttention(nn.Module):
             spatial_shapes: (H_l, W_l) per level.
             padding_mask: optional (B, S) bool, True where a value is padding (zeroed).
             need_weights: False returns None for the attention weights.
+            residual: optional (B, S, C) added to the output (inference adds it chunk by chunk
+                while the projected rows are still in cache).
         Returns:
-            output (B, S, C) and attention weights (B, S, heads, L, P) or None.
+            output (B, S, C) (plus residual) and attention weights (B, S, heads, L, P) or None.
         """
         b, s, _ = hidden_states.shape
         value = self.value_proj(hidden_states)
@@ -296,10 +299,12 @@ class MultiscaleDeformableAttention(nn.Module):
                 self.attention_weights,
                 points,
                 need_weights,
+                self.output_proj,
+                residual,
             )
             if weights is not None:
                 weights = weights.to(hidden_states.dtype)
-            return self.output_proj(out), weights
+            return out, weights
         queries = hidden_states + position_embeddings
         work = torch.promote_types(hidden_states.dtype, torch.float32)
         # Locations and softmax in float32 even for a bfloat16 model: a bfloat16 x of ~100
@@ -331,4 +336,5 @@ class MultiscaleDeformableAttention(nn.Module):
         else:
             out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
         weights = weights.to(hidden_states.dtype) if need_weights else None
-        return self.output_proj(out), weights
+        out = self.output_proj(out)
+        return (out if residual is None else residual + out), weights

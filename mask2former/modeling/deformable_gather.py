@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_ops import linear_into
+
 __all__ = ["padded_value_table", "padded_deformable_sampling", "deformable_attention_inference"]
 
 # Zero pixels added before and after each level's rows and columns. One before: a tap left of
@@ -179,8 +181,10 @@ def deformable_attention_inference(
     attention_weights: nn.Linear,
     points: int,
     need_weights: bool,
+    output_proj: nn.Linear,
+    residual: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Multi-scale deformable attention before its output projection, for inference.
+    """Multi-scale deformable attention with its output projection, for inference.
 
     Query projections, softmax and taps go chunk by chunk of queries: the offset and attention
     projections are one matrix product whose output is already slot-major (its weight rows are
@@ -192,9 +196,11 @@ def deformable_attention_inference(
         reference_points: (B, Q, L, 2) normalized x, y.
         sampling_offsets: Linear C -> heads * L * P * 2 (pixels of each level).
         attention_weights: Linear C -> heads * L * P (logits, softmax over L * P).
+        output_proj: Linear heads * D -> C, applied chunk by chunk.
+        residual: optional (B, Q, C) added after the projection (``residual + proj``).
     Returns:
-        (B, Q, heads * D) in value's dtype, and the attention weights (B, Q, heads, L, P) in
-        float32 when ``need_weights``.
+        (B, Q, C) in value's dtype, and the attention weights (B, Q, heads, L, P) in float32
+        when ``need_weights``.
     """
     b, q, _ = hidden_states.shape
     heads, levels = value.shape[2], len(spatial_shapes)
@@ -203,7 +209,7 @@ def deformable_attention_inference(
     table, starts = padded_value_table(value, spatial_shapes)
     taps = _TapLayout(spatial_shapes, starts, heads, points, table.shape[0] // b, value.device)
     sizes = torch.tensor([[w, h] for h, w in spatial_shapes], device=value.device)
-    out = value.new_empty(b, q, heads * value.shape[-1])
+    out = value.new_empty(b, q, output_proj.out_features)
     # float32 even for a bfloat16 model: a bfloat16 x of ~100 pixels is good to half a pixel.
     work = torch.promote_types(hidden_states.dtype, torch.float32)
     weights_out = None
@@ -220,7 +226,12 @@ def deformable_attention_inference(
         attn = proj[2 * slots * heads :].view(slots, heads, n).softmax(0)
         if weights_out is not None:
             weights_out[image, rows] = attn.view(levels, points, heads, n).permute(3, 2, 0, 1)
-        out[image, rows] = taps.gather(table, image, xy, attn)
+        # Projected straight into the output rows; the same product and sum as
+        # ``residual + output_proj(sampled)``, only while the chunk is in cache.
+        target = out[image, rows]
+        linear_into(taps.gather(table, image, xy, attn), output_proj, target)
+        if residual is not None:
+            target.add_(residual[image, rows])
     return out, weights_out
 
 

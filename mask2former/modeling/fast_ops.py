@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from torch import nn
 
 from .exporting import is_exporting
 
-__all__ = ["CHUNK_BYTES", "inference_chunks", "linear_into", "token_mlp"]
+__all__ = ["CHUNK_BYTES", "fused_bfloat16_linears", "inference_chunks", "linear_into", "token_mlp"]
 
 # Hidden activations above this size are computed in row chunks during inference. Fresh
 # allocations this large come straight from mmap and pay a page fault per 4 KiB page on first
@@ -24,23 +24,103 @@ def token_mlp(
     first: nn.Linear,
     act: Callable[[torch.Tensor], torch.Tensor],
     second: nn.Linear,
+    residual: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``second(act(first(x)))`` for x (..., C) -> (..., C_out).
+    """``second(act(first(x)))``, plus ``residual`` when given, for x (..., C) -> (..., C_out).
 
     Without autograd and with a large hidden layer, rows go through in chunks written into one
     output buffer: the same arithmetic per row (every op is row-wise), a fraction of the memory.
+    In bfloat16 on a CPU with oneDNN, bias, activation and residual ride along with the matrix
+    products (see ``fused_bfloat16_linears``).
     """
     rows = x.numel() // x.shape[-1]
+    flat = x.reshape(rows, x.shape[-1])
+    skip = None if residual is None else residual.reshape(rows, second.out_features)
+    fused = _fused_activation(act) if fused_bfloat16_linears(x) else None
+    if fused is not None and skip is not None:
+        out = _fused_mlp(flat, first, fused, second, skip)
+        return out.view(*x.shape[:-1], second.out_features)
     step = inference_chunks(rows, first.out_features * x.element_size())
     if step is None:
-        return second(act(first(x)))
-    flat = x.reshape(rows, x.shape[-1])
+        y = second(act(first(x)))
+        return y if residual is None else residual + y
     out = flat.new_empty(rows, second.out_features)
     act = _in_place(act)
     for start in range(0, rows, step):
         part = act(first(flat[start : start + step]))
         linear_into(part, second, out[start : start + step])
+    if skip is not None:
+        out.add_(skip)
     return out.view(*x.shape[:-1], second.out_features)
+
+
+def fused_bfloat16_linears(x: torch.Tensor) -> bool:
+    """Whether inference on x goes through oneDNN's linear with fused post-ops.
+
+    In bfloat16 the matrix products are so fast (AMX) that the passes around them (the bias
+    copied into the output first, the activation, the residual add) cost as much again; oneDNN
+    applies them while the product's tile is in registers. Measured at 2 threads: the pixel
+    decoder's feed-forward block 14.7 -> 7.6 ms, Swin's 11.4 -> 9.0 ms at stage 1. In float32
+    the same fusion measured no faster, so float32 keeps the plain products (and their exact
+    results).
+    """
+    return (
+        x.dtype == torch.bfloat16
+        and x.device.type == "cpu"
+        and _ONEDNN_LINEAR is not None
+        and not torch.is_grad_enabled()
+        and not is_exporting()
+    )
+
+
+def _fused_mlp(
+    flat: torch.Tensor,
+    first: nn.Linear,
+    activation: Tuple[str, str],
+    second: nn.Linear,
+    skip: torch.Tensor,
+) -> torch.Tensor:
+    """skip + second(act(first(flat))) for flat (N, C) with oneDNN post-ops, in row chunks."""
+    attr, algorithm = activation
+    rows = flat.shape[0]
+    step = inference_chunks(rows, first.out_features * flat.element_size()) or rows
+    out = flat.new_empty(rows, second.out_features) if step < rows else None
+    for start in range(0, rows, step):
+        part = slice(start, start + step)
+        hidden = _ONEDNN_LINEAR(flat[part], first.weight, first.bias, attr, [], algorithm)
+        y = _ONEDNN_LINEAR.binary(hidden, skip[part], second.weight, second.bias, "add")
+        if out is None:
+            return y
+        out[part] = y
+    return out
+
+
+def _fused_activation(act: Callable[[torch.Tensor], torch.Tensor]) -> Optional[Tuple[str, str]]:
+    """oneDNN's (post-op, algorithm) for the activation modules it computes exactly as torch."""
+    if isinstance(act, nn.ReLU):
+        return "relu", ""
+    if isinstance(act, nn.GELU):
+        return "gelu", act.approximate
+    return None
+
+
+def _onednn_linear():
+    """torch's oneDNN linear with post-ops (the one torch.compile uses on CPUs), if built in."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _native_bfloat16() -> bool:
+    """A CPU with bfloat16 instructions (AVX512-BF16 or AMX); elsewhere oneDNN emulates them."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+_ONEDNN_LINEAR = _onednn_linear() if _native_bfloat16() else None
 
 
 def linear_into(x: torch.Tensor, layer: nn.Linear, out: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ class DeformableEncoderLayer(nn.Module):
         self.fc2 = nn.Linear(ffn_dim, dim)
         self.final_layer_norm = nn.LayerNorm(dim)
         self.dropout = dropout
+        self.activation = nn.ReLU(inplace=True)  # no parameters: not a checkpoint key
 
     def _act(self, y: torch.Tensor) -> torch.Tensor:
         # In place: linear's backward does not need its own output.
@@ -60,13 +61,20 @@ class DeformableEncoderLayer(nn.Module):
         spatial_shapes: List[Tuple[int, int]],
         need_weights: bool = True,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if self.training and self.dropout > 0:
+            y, weights = self.self_attn(
+                x, pos, reference_points, spatial_shapes, need_weights=need_weights
+            )
+            x = self.self_attn_layer_norm(x + F.dropout(y, self.dropout, self.training))
+            y = F.dropout(token_mlp(x, self.fc1, self._act, self.fc2), self.dropout, True)
+            return self.final_layer_norm(x + y), weights
+        # No dropout: the residuals go into the attention's and the MLP's own output buffers.
         y, weights = self.self_attn(
-            x, pos, reference_points, spatial_shapes, need_weights=need_weights
+            x, pos, reference_points, spatial_shapes, need_weights=need_weights, residual=x
         )
-        x = self.self_attn_layer_norm(x + F.dropout(y, self.dropout, self.training))
-        y = token_mlp(x, self.fc1, self._act, self.fc2)
-        y = F.dropout(y, self.dropout, self.training)
-        return self.final_layer_norm(x + y), weights
+        x = self.self_attn_layer_norm(y)
+        y = token_mlp(x, self.fc1, self.activation, self.fc2, residual=x)
+        return self.final_layer_norm(y), weights
 
 
 class DeformableEncoder(nn.Module):

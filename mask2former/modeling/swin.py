@@ -244,13 +244,11 @@ class SwinBlock(nn.Module):
             y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
         y = y[:, :h, :w]
         x = x + drop_path(y, self.drop_path_rate, self.training)
-        y = token_mlp(
-            self.layernorm_after(x),
-            self.intermediate.dense,
-            self.intermediate.act,
-            self.output.dense,
-        )
-        return x + drop_path(y, self.drop_path_rate, self.training)
+        mlp = self.intermediate.dense, self.intermediate.act, self.output.dense
+        if self.training and self.drop_path_rate > 0:
+            y = token_mlp(self.layernorm_after(x), *mlp)
+            return x + drop_path(y, self.drop_path_rate, True)
+        return token_mlp(self.layernorm_after(x), *mlp, residual=x)
 
 
 class SwinPatchMerging(nn.Module):
