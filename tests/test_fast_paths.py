@@ -378,3 +378,22 @@ def test_encoder_layer_eval_form_equals_training_form():
     with torch.no_grad():
         eval_form, _ = layer(x, pos, ref, SHAPES)
     torch.testing.assert_close(eval_form, trained_form, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shared_point_sample_equals_grid_sample(dtype):
+    """The matcher's point sampling (taps once per point, one embedding_bag for all channels)
+    gives grid_sample's values: inside, on the edges and corners, and outside the maps."""
+    from mask2former.loss.point_sampling import point_sample, shared_point_sample
+
+    torch.manual_seed(0)
+    features = torch.randn(3, 17, 9, 13, dtype=dtype)
+    coords = torch.rand(3, 400, 2, dtype=dtype) * 1.6 - 0.3
+    edges = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.5, 1.0], [-2, 3]])
+    coords[:, : len(edges)] = edges.to(dtype)
+    want = point_sample(features, coords)
+    got = shared_point_sample(features, coords)
+    assert got.shape == want.shape == (3, 17, 400)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(got, want, rtol=0, atol=tolerance)
+    assert (got[:, :, 5] == 0).all()  # far outside: zeros

