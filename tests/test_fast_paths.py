@@ -397,3 +397,47 @@ def test_shared_point_sample_equals_grid_sample(dtype):
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(got, want, rtol=0, atol=tolerance)
     assert (got[:, :, 5] == 0).all()  # far outside: zeros
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh")])
+@pytest.mark.parametrize("bias", [True, False])
+def test_chunked_training_mlp_values_and_gradients(act, bias, monkeypatch):
+    """A training step's MLP in row chunks, hidden rows recomputed in the backward: the plain
+    MLP's values and gradients (input, weights, biases)."""
+    monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 32 * 8 * 6)  # 6 rows a chunk (float64)
+    torch.manual_seed(0)
+    first = nn.Linear(8, 32, bias=bias).double()
+    second = nn.Linear(32, 8, bias=bias).double()
+    x = torch.randn(2, 29, 8, dtype=torch.float64, requires_grad=True)
+    skip = torch.randn(2, 29, 8, dtype=torch.float64)
+    calls = []
+    chunked = fast_ops.chunked_mlp_training
+    monkeypatch.setattr(
+        fast_ops, "chunked_mlp_training", lambda *a: calls.append(a[-1]) or chunked(*a)
+    )
+    got = fast_ops.token_mlp(x, first, act, second, residual=skip)
+    assert calls == [6]  # the chunked form, 6 rows a chunk
+    want = skip + second(act(first(x)))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    grad = torch.randn_like(want)
+    params = [x, *first.parameters(), *second.parameters()]
+    for g, w in zip(
+        torch.autograd.grad(got, params, grad), torch.autograd.grad(want, params, grad)
+    ):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-10)
+
+
+def test_chunked_training_mlp_frozen_weights_and_input(monkeypatch):
+    """Only what needs a gradient gets one: frozen first layer, input without grad."""
+    monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 32 * 8 * 6)
+    torch.manual_seed(0)
+    first, second = nn.Linear(8, 32).double(), nn.Linear(32, 8).double()
+    first.requires_grad_(False)
+    x = torch.randn(40, 8, dtype=torch.float64)
+    got = fast_ops.token_mlp(x, first, nn.ReLU(), second)
+    want = second(F.relu(first(x)))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad(got.sum(), list(second.parameters()))
+    wants = torch.autograd.grad(want.sum(), list(second.parameters()))
+    for g, w in zip(grads, wants):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-10)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunked_mlp import chunked_mlp_activation, chunked_mlp_training
 from .exporting import is_exporting
 
 __all__ = ["CHUNK_BYTES", "fused_bfloat16_linears", "inference_chunks", "linear_into", "token_mlp"]
@@ -42,7 +43,12 @@ def token_mlp(
         return out.view(*x.shape[:-1], second.out_features)
     step = inference_chunks(rows, first.out_features * x.element_size())
     if step is None:
-        y = second(act(first(x)))
+        training = _training_chunks(x, rows, first, act)
+        if training is not None:
+            y = chunked_mlp_training(flat, first, training[0], second, training[1])
+            y = y.view(*x.shape[:-1], second.out_features)
+        else:
+            y = second(act(first(x)))
         return y if residual is None else residual + y
     out = flat.new_empty(rows, second.out_features)
     act = _in_place(act)
@@ -52,6 +58,32 @@ def token_mlp(
     if skip is not None:
         out.add_(skip)
     return out.view(*x.shape[:-1], second.out_features)
+
+
+def _training_chunks(x: torch.Tensor, rows: int, first: nn.Linear, act) -> Optional[tuple]:
+    """(activation, rows per chunk) when a training step on the CPU should use the chunked
+    MLP of ``chunked_mlp`` (a hidden layer of more than 2 * CHUNK_BYTES in float32 or float64,
+    no autocast), else None."""
+    activation = chunked_mlp_activation(act)
+    row_bytes = first.out_features * x.element_size()
+    if (
+        activation is None
+        or not torch.is_grad_enabled()
+        or is_exporting()
+        or x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+        or _cpu_autocast()
+        or rows * row_bytes <= 2 * CHUNK_BYTES
+    ):
+        return None
+    return activation, max(1, CHUNK_BYTES // row_bytes)
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled()
 
 
 def fused_bfloat16_linears(x: torch.Tensor) -> bool:
