@@ -377,7 +377,9 @@ def test_encoder_layer_eval_form_equals_training_form():
     layer.eval()
     with torch.no_grad():
         eval_form, _ = layer(x, pos, ref, SHAPES)
+        reused, _ = layer(x.clone(), pos, ref, SHAPES, reuse_input=True)
     torch.testing.assert_close(eval_form, trained_form, rtol=0, atol=1e-5)
+    torch.testing.assert_close(reused, eval_form, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -441,3 +443,39 @@ def test_chunked_training_mlp_frozen_weights_and_input(monkeypatch):
     wants = torch.autograd.grad(want.sum(), list(second.parameters()))
     for g, w in zip(grads, wants):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_rows", [None, 7])
+def test_token_mlp_into_residual_overwrites_its_input(dtype, chunk_rows, monkeypatch):
+    """``into_residual`` with the residual being x itself: every chunk reads its rows before
+    writing them, so the result is x + mlp(x) of the original x, in x's own buffer."""
+    if chunk_rows is not None:
+        monkeypatch.setattr(fast_ops, "CHUNK_BYTES", 32 * 4 * chunk_rows)
+    torch.manual_seed(0)
+    first, second = nn.Linear(16, 32).to(dtype), nn.Linear(32, 16).to(dtype)
+    x = torch.randn(2, 45, 16).to(dtype)
+    with torch.no_grad():
+        want = fast_ops.token_mlp(x, first, nn.ReLU(), second, residual=x)
+        got = fast_ops.token_mlp(x, first, nn.ReLU(), second, residual=x, into_residual=True)
+    assert got.data_ptr() == x.data_ptr() and got.shape == x.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_deformable_module_into_residual_overwrites_its_queries(monkeypatch):
+    """The encoder's in-place form: the module's input is also its residual and its output
+    buffer; chunks of queries overwrite their own rows only after reading them."""
+    monkeypatch.setattr(deformable_gather, "CHUNK_TAPS", 200)
+    torch.manual_seed(0)
+    dim, heads, levels, points = 32, 4, len(SHAPES), 2
+    module = MultiscaleDeformableAttention(dim, heads, levels, points)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    total = sum(h * w for h, w in SHAPES)
+    x, pos = torch.randn(2, total, dim), torch.randn(2, total, dim)
+    ref = torch.rand(2, total, levels, 2)
+    with torch.no_grad():
+        want = x + module(x, pos, ref, SHAPES, need_weights=False)[0]
+        got, _ = module(x, pos, ref, SHAPES, need_weights=False, residual=x, into_residual=True)
+    assert got.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -268,6 +268,7 @@ class MultiscaleDeformableAttention(nn.Module):
         padding_mask: Optional[torch.Tensor] = None,
         need_weights: bool = True,
         residual: Optional[torch.Tensor] = None,
+        into_residual: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """
         Args:
@@ -279,6 +280,8 @@ class MultiscaleDeformableAttention(nn.Module):
             need_weights: False returns None for the attention weights.
             residual: optional (B, S, C) added to the output (inference adds it chunk by chunk
                 while the projected rows are still in cache).
+            into_residual: without autograd, write that sum into ``residual`` itself (which
+                may be ``hidden_states``; the caller must not need it afterwards).
         Returns:
             output (B, S, C) (plus residual) and attention weights (B, S, heads, L, P) or None.
         """
@@ -301,6 +304,7 @@ class MultiscaleDeformableAttention(nn.Module):
                 need_weights,
                 self.output_proj,
                 residual,
+                into_residual,
             )
             if weights is not None:
                 weights = weights.to(hidden_states.dtype)

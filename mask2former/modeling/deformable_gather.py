@@ -183,6 +183,7 @@ def deformable_attention_inference(
     need_weights: bool,
     output_proj: nn.Linear,
     residual: Optional[torch.Tensor] = None,
+    into_residual: bool = False,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Multi-scale deformable attention with its output projection, for inference.
 
@@ -198,6 +199,9 @@ def deformable_attention_inference(
         attention_weights: Linear C -> heads * L * P (logits, softmax over L * P).
         output_proj: Linear heads * D -> C, applied chunk by chunk.
         residual: optional (B, Q, C) added after the projection (``residual + proj``).
+        into_residual: write the sum into ``residual`` itself. It may be ``hidden_states``:
+            a chunk reads its own rows of it (after the value table is made) before writing
+            them.
     Returns:
         (B, Q, C) in value's dtype, and the attention weights (B, Q, heads, L, P) in float32
         when ``need_weights``.
@@ -209,7 +213,10 @@ def deformable_attention_inference(
     table, starts = padded_value_table(value, spatial_shapes)
     taps = _TapLayout(spatial_shapes, starts, heads, points, table.shape[0] // b, value.device)
     sizes = torch.tensor([[w, h] for h, w in spatial_shapes], device=value.device)
-    out = value.new_empty(b, q, output_proj.out_features)
+    if into_residual and residual is not None:
+        out = residual
+    else:
+        out = value.new_empty(b, q, output_proj.out_features)
     # float32 even for a bfloat16 model: a bfloat16 x of ~100 pixels is good to half a pixel.
     work = torch.promote_types(hidden_states.dtype, torch.float32)
     weights_out = None
@@ -229,7 +236,11 @@ def deformable_attention_inference(
         # Projected straight into the output rows; the same product and sum as
         # ``residual + output_proj(sampled)``, only while the chunk is in cache.
         target = out[image, rows]
-        linear_into(taps.gather(table, image, xy, attn), output_proj, target)
+        sampled = taps.gather(table, image, xy, attn)
+        if out is residual:
+            target.add_(output_proj(sampled))
+            continue
+        linear_into(sampled, output_proj, target)
         if residual is not None:
             target.add_(residual[image, rows])
     return out, weights_out

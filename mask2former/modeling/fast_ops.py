@@ -26,8 +26,13 @@ def token_mlp(
     act: Callable[[torch.Tensor], torch.Tensor],
     second: nn.Linear,
     residual: Optional[torch.Tensor] = None,
+    into_residual: bool = False,
 ) -> torch.Tensor:
     """``second(act(first(x)))``, plus ``residual`` when given, for x (..., C) -> (..., C_out).
+
+    ``into_residual``: without autograd, the sum is written into ``residual`` itself and
+    returned. Each output row depends only on the same row of x and of the residual, so this
+    also holds when the residual is x: every chunk reads its rows before it overwrites them.
 
     Without autograd and with a large hidden layer, rows go through in chunks written into one
     output buffer: the same arithmetic per row (every op is row-wise), a fraction of the memory.
@@ -37,9 +42,10 @@ def token_mlp(
     rows = x.numel() // x.shape[-1]
     flat = x.reshape(rows, x.shape[-1])
     skip = None if residual is None else residual.reshape(rows, second.out_features)
+    in_place = into_residual and skip is not None and not torch.is_grad_enabled()
     fused = _fused_activation(act) if fused_bfloat16_linears(x) else None
     if fused is not None and skip is not None:
-        out = _fused_mlp(flat, first, fused, second, skip)
+        out = _fused_mlp(flat, first, fused, second, skip, skip if in_place else None)
         return out.view(*x.shape[:-1], second.out_features)
     step = inference_chunks(rows, first.out_features * x.element_size())
     if step is None:
@@ -49,9 +55,16 @@ def token_mlp(
             y = y.view(*x.shape[:-1], second.out_features)
         else:
             y = second(act(first(x)))
+        if in_place:
+            return residual.add_(y)
         return y if residual is None else residual + y
-    out = flat.new_empty(rows, second.out_features)
     act = _in_place(act)
+    if in_place:
+        for start in range(0, rows, step):
+            rows_now = slice(start, start + step)
+            skip[rows_now].add_(second(act(first(flat[rows_now]))))
+        return residual
+    out = flat.new_empty(rows, second.out_features)
     for start in range(0, rows, step):
         part = act(first(flat[start : start + step]))
         linear_into(part, second, out[start : start + step])
@@ -111,12 +124,15 @@ def _fused_mlp(
     activation: Tuple[str, str],
     second: nn.Linear,
     skip: torch.Tensor,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """skip + second(act(first(flat))) for flat (N, C) with oneDNN post-ops, in row chunks."""
+    """skip + second(act(first(flat))) for flat (N, C) with oneDNN post-ops, in row chunks,
+    written into ``out`` when given (which may be skip itself)."""
     attr, algorithm = activation
     rows = flat.shape[0]
     step = inference_chunks(rows, first.out_features * flat.element_size()) or rows
-    out = flat.new_empty(rows, second.out_features) if step < rows else None
+    if out is None and step < rows:
+        out = flat.new_empty(rows, second.out_features)
     for start in range(0, rows, step):
         part = slice(start, start + step)
         hidden = _ONEDNN_LINEAR(flat[part], first.weight, first.bias, attr, [], algorithm)

@@ -60,7 +60,10 @@ class DeformableEncoderLayer(nn.Module):
         reference_points: torch.Tensor,
         spatial_shapes: List[Tuple[int, int]],
         need_weights: bool = True,
+        reuse_input: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """reuse_input: without autograd, x's buffer may be overwritten (the pixel decoder's
+        own tokens): both residual sums go into existing buffers, none into fresh memory."""
         if self.training and self.dropout > 0:
             y, weights = self.self_attn(
                 x, pos, reference_points, spatial_shapes, need_weights=need_weights
@@ -70,10 +73,16 @@ class DeformableEncoderLayer(nn.Module):
             return self.final_layer_norm(x + y), weights
         # No dropout: the residuals go into the attention's and the MLP's own output buffers.
         y, weights = self.self_attn(
-            x, pos, reference_points, spatial_shapes, need_weights=need_weights, residual=x
+            x,
+            pos,
+            reference_points,
+            spatial_shapes,
+            need_weights=need_weights,
+            residual=x,
+            into_residual=reuse_input,
         )
         x = self.self_attn_layer_norm(y)
-        y = token_mlp(x, self.fc1, self.activation, self.fc2, residual=x)
+        y = token_mlp(x, self.fc1, self.activation, self.fc2, residual=x, into_residual=True)
         return self.final_layer_norm(y), weights
 
 
@@ -152,7 +161,9 @@ class PixelDecoder(nn.Module):
         ref = reference_points(shapes, batch, x.device, torch.promote_types(x.dtype, torch.float32))
         attentions = []
         for layer in self.encoder.layers:
-            x, weights = run_block(self.encoder, layer, x, pos_all, ref, shapes, output_attentions)
+            x, weights = run_block(
+                self.encoder, layer, x, pos_all, ref, shapes, output_attentions, True
+            )
             if output_attentions:
                 attentions.append(weights)
 
