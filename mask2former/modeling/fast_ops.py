@@ -43,6 +43,7 @@ def token_mlp(
     flat = x.reshape(rows, x.shape[-1])
     skip = None if residual is None else residual.reshape(rows, second.out_features)
     in_place = into_residual and skip is not None and not torch.is_grad_enabled()
+    in_place = in_place and residual.is_contiguous()  # skip must be a view of it
     fused = _fused_activation(act) if fused_bfloat16_linears(x) else None
     if fused is not None and skip is not None:
         out = _fused_mlp(flat, first, fused, second, skip, skip if in_place else None)
