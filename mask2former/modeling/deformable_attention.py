@@ -259,6 +259,22 @@ class MultiscaleDeformableAttention(nn.Module):
         self.attention_weights.weight.zero_()
         self.attention_weights.bias.zero_()
 
+    def _inference(
+        self, inputs: tuple, need_weights: bool, residual, into_residual: bool
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The chunked inference form (``deformable_gather``) of :meth:`forward`."""
+        out, weights = deformable_attention_inference(
+            *inputs,
+            self.sampling_offsets,
+            self.attention_weights,
+            self.n_points,
+            need_weights,
+            self.output_proj,
+            residual,
+            into_residual,
+        )
+        return out, None if weights is None else weights.to(inputs[0].dtype)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -292,23 +308,8 @@ class MultiscaleDeformableAttention(nn.Module):
         value = value.view(b, s, self.n_heads, -1)
         heads, levels, points = self.n_heads, self.n_levels, self.n_points
         if not (torch.is_grad_enabled() or is_exporting()):
-            out, weights = deformable_attention_inference(
-                hidden_states,
-                position_embeddings,
-                value,
-                reference_points,
-                spatial_shapes,
-                self.sampling_offsets,
-                self.attention_weights,
-                points,
-                need_weights,
-                self.output_proj,
-                residual,
-                into_residual,
-            )
-            if weights is not None:
-                weights = weights.to(hidden_states.dtype)
-            return out, weights
+            inputs = hidden_states, position_embeddings, value, reference_points, spatial_shapes
+            return self._inference(inputs, need_weights, residual, into_residual)
         queries = hidden_states + position_embeddings
         work = torch.promote_types(hidden_states.dtype, torch.float32)
         # Locations and softmax in float32 even for a bfloat16 model: a bfloat16 x of ~100
