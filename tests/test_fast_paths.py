@@ -333,9 +333,8 @@ def test_fused_bfloat16_mlp_matches_float32(act, chunk_rows, monkeypatch):
     assert not fast_ops.fused_bfloat16_linears(x)  # float32: plain products
 
 
-def test_deformable_module_residual_in_its_chunks(monkeypatch):
-    """Inference adds the residual to each chunk's projected rows: the same values as adding it
-    to the module's output, in one chunk and in many, float32 and bfloat16."""
+def _float32_module_inputs():
+    """A float32 deformable attention module with random weights and (x, pos, ref) for it."""
     torch.manual_seed(0)
     dim, heads, levels, points = 32, 4, len(SHAPES), 2
     module = MultiscaleDeformableAttention(dim, heads, levels, points)
@@ -343,7 +342,13 @@ def test_deformable_module_residual_in_its_chunks(monkeypatch):
         torch.nn.init.normal_(p, std=0.2)
     total = sum(h * w for h, w in SHAPES)
     x, pos = torch.randn(2, total, dim), torch.randn(2, total, dim)
-    ref = torch.rand(2, total, levels, 2)
+    return module, x, pos, torch.rand(2, total, levels, 2)
+
+
+def test_deformable_module_residual_in_its_chunks(monkeypatch):
+    """Inference adds the residual to each chunk's projected rows: the same values as adding it
+    to the module's output, in one chunk and in many, float32 and bfloat16."""
+    module, x, pos, ref = _float32_module_inputs()
     with torch.no_grad():
         want, _ = module(x, pos, ref, SHAPES, need_weights=False)
         want = x + want
@@ -466,14 +471,7 @@ def test_deformable_module_into_residual_overwrites_its_queries(monkeypatch):
     """The encoder's in-place form: the module's input is also its residual and its output
     buffer; chunks of queries overwrite their own rows only after reading them."""
     monkeypatch.setattr(deformable_gather, "CHUNK_TAPS", 200)
-    torch.manual_seed(0)
-    dim, heads, levels, points = 32, 4, len(SHAPES), 2
-    module = MultiscaleDeformableAttention(dim, heads, levels, points)
-    for p in module.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    total = sum(h * w for h, w in SHAPES)
-    x, pos = torch.randn(2, total, dim), torch.randn(2, total, dim)
-    ref = torch.rand(2, total, levels, 2)
+    module, x, pos, ref = _float32_module_inputs()
     with torch.no_grad():
         want = x + module(x, pos, ref, SHAPES, need_weights=False)[0]
         got, _ = module(x, pos, ref, SHAPES, need_weights=False, residual=x, into_residual=True)
