@@ -23,7 +23,8 @@ __all__ = ["chunked_mlp_activation", "chunked_mlp_training"]
 
 
 def chunked_mlp_activation(act: object) -> Optional[Tuple[str, str]]:
-    """("relu" | "gelu", gelu's approximation) for the activations the chunked form knows."""
+    """("relu" | "gelu", gelu's approximation) for the activations computed by name: by the
+    chunked training form here and as oneDNN post-ops (``fast_ops``), exactly as torch's."""
     if isinstance(act, nn.ReLU):
         return "relu", "none"
     if isinstance(act, nn.GELU):

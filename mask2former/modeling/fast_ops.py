@@ -44,7 +44,7 @@ def token_mlp(
     skip = None if residual is None else residual.reshape(rows, second.out_features)
     in_place = into_residual and skip is not None and not torch.is_grad_enabled()
     in_place = in_place and residual.is_contiguous()  # skip must be a view of it
-    fused = _fused_activation(act) if fused_bfloat16_linears(x) else None
+    fused = chunked_mlp_activation(act) if fused_bfloat16_linears(x) else None
     if fused is not None and skip is not None:
         out = _fused_mlp(flat, first, fused, second, skip, skip if in_place else None)
         return out.view(*x.shape[:-1], second.out_features)
@@ -142,15 +142,6 @@ def _fused_mlp(
             return y
         out[part] = y
     return out
-
-
-def _fused_activation(act: Callable[[torch.Tensor], torch.Tensor]) -> Optional[Tuple[str, str]]:
-    """oneDNN's (post-op, algorithm) for the activation modules it computes exactly as torch."""
-    if isinstance(act, nn.ReLU):
-        return "relu", ""
-    if isinstance(act, nn.GELU):
-        return "gelu", act.approximate
-    return None
 
 
 def _onednn_linear():
