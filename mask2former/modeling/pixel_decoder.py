@@ -51,7 +51,7 @@ class DeformableEncoderLayer(nn.Module):
 
     def _act(self, y: torch.Tensor) -> torch.Tensor:
         # In place: linear's backward does not need its own output.
-        return F.dropout(F.relu(y, inplace=True), self.dropout, self.training)
+        return F.dropout(self.activation(y), self.dropout, self.training)
 
     def forward(
         self,
@@ -161,8 +161,9 @@ class PixelDecoder(nn.Module):
         ref = reference_points(shapes, batch, x.device, torch.promote_types(x.dtype, torch.float32))
         attentions = []
         for layer in self.encoder.layers:
+            reuse_input = True  # x is this decoder's own tensor: layers may overwrite it
             x, weights = run_block(
-                self.encoder, layer, x, pos_all, ref, shapes, output_attentions, True
+                self.encoder, layer, x, pos_all, ref, shapes, output_attentions, reuse_input
             )
             if output_attentions:
                 attentions.append(weights)
