@@ -17,8 +17,8 @@ from torch import nn
 
 from ..config import Mask2FormerConfig
 from .activations import get_activation
-from .exporting import is_exporting
 from .grad_checkpoint import run_block
+from .mask_products import layer_mask_logits, query_pixel_products
 
 __all__ = ["DecoderOutput", "MaskedAttentionDecoder", "MaskPredictor", "build_transformer_decoder"]
 
@@ -217,39 +217,22 @@ class MaskPredictor(nn.Module):
         small_features (B, Cm, h*w) from :func:`resize_features`. ``full_size=False`` skips
         the full-size logits (None) and gives only the block mask."""
         embed = self.mask_embedder(queries)
-        masks = None
-        if full_size:
-            b, cm, h, w = mask_features.shape
-            # One batched matmul for the per-pixel dot product (the reference loops over
-            # channels). Channels-last features (the pixel decoder's) are used without a copy.
-            pixels = mask_features.permute(0, 2, 3, 1).reshape(b, h * w, cm)
-            masks = query_pixel_products(embed, pixels.transpose(1, 2)).view(b, -1, h, w)
-        with torch.no_grad():
-            # Bilinear resizing is linear per channel, so resizing the features and taking the
-            # dot product equals resizing the full-size logits, at a fraction of the cost (and
-            # the resized features are shared by every layer that attends to that level).
-            small = query_pixel_products(embed.detach(), small_features.to(embed.dtype))
-            blocked = small.sigmoid() < 0.5
-            # A query whose mask is empty everywhere may attend everywhere (else its softmax
-            # would have no support).
-            blocked &= ~blocked.all(-1, keepdim=True)
-        return masks, blocked
+        masks = layer_mask_logits([embed], mask_features)[0] if full_size else None
+        return masks, self.block_mask(embed, small_features)
 
-
-def query_pixel_products(embed: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    """embed (B, Q, C) @ pixels (B, C, N) -> (B, Q, N).
-
-    The pixels of a channels-last map come as a transposed (C, N) view. A plain matrix product
-    takes such an operand as it is, while the batched one copies it in bfloat16 (a 55 MB copy
-    at 800x1088, ten times the product itself): without autograd, one product per image.
-    """
-    training = torch.is_grad_enabled() and (embed.requires_grad or pixels.requires_grad)
-    if training or is_exporting():  # out= has no autograd; an exported graph wants one op
-        return torch.bmm(embed, pixels)
-    out = embed.new_empty(embed.shape[0], embed.shape[1], pixels.shape[2])
-    for image in range(embed.shape[0]):
-        torch.mm(embed[image], pixels[image], out=out[image])
-    return out
+    @torch.no_grad()
+    def block_mask(self, embed: torch.Tensor, small_features: torch.Tensor) -> torch.Tensor:
+        """embed (B, Q, Cm) from ``mask_embedder``, small_features (B, Cm, h*w) -> (B, Q, h*w)
+        True where the next layer's attention is blocked."""
+        # Bilinear resizing is linear per channel, so resizing the features and taking the
+        # dot product equals resizing the full-size logits, at a fraction of the cost (and
+        # the resized features are shared by every layer that attends to that level).
+        small = query_pixel_products(embed.detach(), small_features.to(embed.dtype))
+        blocked = small.sigmoid() < 0.5
+        # A query whose mask is empty everywhere may attend everywhere (else its softmax
+        # would have no support).
+        blocked &= ~blocked.all(-1, keepdim=True)
+        return blocked
 
 
 @torch.no_grad()
@@ -297,19 +280,21 @@ class MaskedAttentionDecoder(nn.Module):
         # (keyed by level, not size: sizes are symbolic, unhashable, when exported)
         resized: Dict[int, torch.Tensor] = {}
 
-        def predict(normed: torch.Tensor, level: int, final: bool):
+        predictor = self.mask_predictor
+        embeds: List[torch.Tensor] = []  # (B, Q, Cm) per prediction
+
+        def predict(normed: torch.Tensor, level: int) -> torch.Tensor:
             if level not in resized:
                 resized[level] = resize_features(mask_features, sizes[level])
-            full_size = final or auxiliary_masks
-            return self.mask_predictor.predict(normed, mask_features, resized[level], full_size)
+            embeds.append(predictor.mask_embedder(normed))
+            return predictor.block_mask(embeds[-1], resized[level])
 
         queries_first = [queries.transpose(0, 1)]
         x = queries_first[0].transpose(0, 1)  # the same strides as ``queries``: free
         hidden_states = [x]
         normed = self.layernorm(x)
         intermediate = [normed]
-        masks, blocked = predict(normed, 0, final=not self.layers)
-        all_masks = [masks]
+        blocked = predict(normed, 0)
         attentions = []
         levels = len(memories)
         for i, layer in enumerate(self.layers):
@@ -329,12 +314,11 @@ class MaskedAttentionDecoder(nn.Module):
             hidden_states.append(x)
             normed = self.layernorm(x)
             intermediate.append(normed)
-            masks, blocked = predict(normed, (i + 1) % levels, final=i + 1 == len(self.layers))
-            all_masks.append(masks)
+            blocked = predict(normed, (i + 1) % levels)
             if output_attentions:
                 attentions.append(weights)
-        if not auxiliary_masks:
-            all_masks = all_masks[-1:]
+        # The full-size logits last, all in one product node (see mask_products).
+        all_masks = layer_mask_logits(embeds if auxiliary_masks else embeds[-1:], mask_features)
         return DecoderOutput(hidden_states, intermediate, all_masks, attentions, queries_first)
 
 
