@@ -96,6 +96,29 @@ def test_padded_sampling_equals_grid_sample(dtype, points, atol):
     torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
 
 
+def test_padded_value_table_has_a_zero_border_over_reused_memory():
+    """The table is allocated empty and only its border zeroed: memory the allocator hands
+    back (here just freed, full of NaN) must not show through anywhere."""
+    shapes = [(3, 4), (2, 2)]
+    value = torch.randn(2, 16, 2, 5)
+    size = 2 * sum((h + 3) * (w + 3) for h, w in shapes) * 2 * 5
+    for _ in range(3):
+        garbage = torch.full((size,), float("nan"))
+        del garbage
+        table, starts = deformable_gather.padded_value_table(value, shapes)
+        assert torch.isfinite(table).all()
+        table = table.view(2, -1, 2, 5)
+        first = 0
+        for (h, w), start in zip(shapes, starts):
+            level = table[:, start : start + (h + 3) * (w + 3)].view(2, h + 3, w + 3, 2, 5)
+            inside = value[:, first : first + h * w].view(2, h, w, 2, 5)
+            assert torch.equal(level[:, 1 : 1 + h, 1 : 1 + w], inside)
+            border = level.clone()
+            border[:, 1 : 1 + h, 1 : 1 + w] = 0
+            assert not border.any()
+            first += h * w
+
+
 def test_padded_sampling_bfloat16_values():
     value, loc, weights = _msda_inputs(dtype=torch.float32, points=4)
     plain = multi_scale_deformable_attention_grid_sample(value, SHAPES, loc, weights)

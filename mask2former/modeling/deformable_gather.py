@@ -38,12 +38,18 @@ def padded_value_table(
     (in units of S_pad positions), where level l holds (H_l + 3) x (W_l + 3) positions."""
     b, _, heads, dim = value.shape
     padded = [(h + BEFORE + AFTER) * (w + BEFORE + AFTER) for h, w in spatial_shapes]
-    table = value.new_zeros((b, sum(padded), heads, dim))
+    # Only the border is zeroed: the interior is written once, by the copy.
+    table = value.new_empty((b, sum(padded), heads, dim))
     starts, start, first = [], 0, 0
     for (h, w), size in zip(spatial_shapes, padded):
         level = table[:, start : start + size].view(b, h + 3, w + 3, heads, dim)
+        level[:, :BEFORE].zero_()
+        level[:, BEFORE + h :].zero_()
+        rows = level[:, BEFORE : BEFORE + h]
+        rows[:, :, :BEFORE].zero_()
+        rows[:, :, BEFORE + w :].zero_()
         source = value[:, first : first + h * w].view(b, h, w, heads, dim)
-        level[:, BEFORE : BEFORE + h, BEFORE : BEFORE + w].copy_(source)
+        rows[:, :, BEFORE : BEFORE + w].copy_(source)
         starts.append(start)
         start += size
         first += h * w
