@@ -19,22 +19,9 @@ from .activations import get_activation
 from .exporting import is_exporting
 from .fast_ops import inference_chunks, linear_into, token_mlp
 from .grad_checkpoint import run_block
+from .swin_windows import WindowCache, shifted_window_mask, window_merge, window_partition
 
 __all__ = ["SwinBackbone", "build_swin_backbone"]
-
-
-def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """(B, H, W, C) with H, W multiples of ``window`` -> (B * nH * nW, window * window, C)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window, window, w // window, window, c).transpose(2, 3)
-    return x.reshape(-1, window * window, c)
-
-
-def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: (B * nH * nW, window * window, C) -> (B, H, W, C)."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window, w // window, window, window, c).transpose(2, 3)
-    return x.reshape(-1, h, w, c)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -43,26 +30,6 @@ def relative_position_index(window: int) -> torch.Tensor:
     coords = coords.flatten(1)  # (2, window^2)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
-
-
-def shifted_window_mask(h: int, w: int, window: int, shift: int, device) -> torch.Tensor:
-    """Additive mask (nW, window^2, window^2) keeping shifted windows from mixing regions.
-
-    After the cyclic shift, a window at the bottom/right edge holds pixels from up to four
-    regions that are not neighbours in the image; pairs from different regions get -100 (the
-    value of the original implementation, so results match it exactly).
-    """
-    # Region of each row (0, 1, 2 at the bounds h - window and h - shift), likewise of each
-    # column; a pixel's region is row * 3 + column. Computed, not sliced, so that an exported
-    # graph builds it for any size.
-    rows = torch.arange(h, device=device)
-    cols = torch.arange(w, device=device)
-    row_region = (rows >= h - window).long() + (rows >= h - shift).long()
-    col_region = (cols >= w - window).long() + (cols >= w - shift).long()
-    region = (row_region[:, None] * 3 + col_region[None, :]).to(torch.float32)[None, :, :, None]
-    ids = window_partition(region, window).squeeze(-1)  # (nW, window^2)
-    diff = ids[:, None, :] - ids[:, :, None]
-    return torch.where(diff != 0, -100.0, 0.0)
 
 
 class SwinSelfAttention(nn.Module):
@@ -218,10 +185,12 @@ class SwinBlock(nn.Module):
         self.intermediate = SwinMlpIn(dim, hidden, act)
         self.output = SwinMlpOut(hidden, dim)
 
-    def forward(self, x: torch.Tensor, mask_cache: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, windows: WindowCache) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         b, h, w, c = x.shape
         ws, shift = self.window_size, self.shift_size
+        if not (torch.is_grad_enabled() or is_exporting() or self._drops_paths()):
+            return self._inference(x, windows)
         y = self.layernorm_before(x)
         # Padded to whole windows. Written as (ceil(h / ws)) * ws, not h + (-h) % ws: the same
         # number, but an exporter's symbolic shapes then see a multiple of ws at once.
@@ -231,13 +200,10 @@ class SwinBlock(nn.Module):
         shift_mask = None
         if shift:
             y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-            if is_exporting():  # symbolic sizes cannot key a dict; the graph builds it
+            if is_exporting():  # symbolic sizes cannot key a cache; the graph builds it
                 shift_mask = shifted_window_mask(hp, wp, ws, shift, x.device)
             else:
-                key = (hp, wp, ws, shift)
-                if key not in mask_cache:
-                    mask_cache[key] = shifted_window_mask(hp, wp, ws, shift, x.device)
-                shift_mask = mask_cache[key]
+                shift_mask = windows.mask(hp, wp, ws, shift, x.device)
         y = self.attention(window_partition(y, ws), shift_mask)
         y = window_merge(y, ws, hp, wp)
         if shift:
@@ -245,9 +211,29 @@ class SwinBlock(nn.Module):
         y = y[:, :h, :w]
         x = x + drop_path(y, self.drop_path_rate, self.training)
         mlp = self.intermediate.dense, self.intermediate.act, self.output.dense
-        if self.training and self.drop_path_rate > 0:
+        if self._drops_paths():
             y = token_mlp(self.layernorm_after(x), *mlp)
             return x + drop_path(y, self.drop_path_rate, True)
+        return token_mlp(self.layernorm_after(x), *mlp, residual=x)
+
+    def _drops_paths(self) -> bool:
+        return self.training and self.drop_path_rate > 0
+
+    def _inference(self, x: torch.Tensor, windows: WindowCache) -> torch.Tensor:
+        """:meth:`forward` without autograd: one row gather into the padded, shifted windows
+        and one back (the layer norm is per token, so it runs on the gathered rows; padding
+        is zeroed after it, as the plain form pads the normalized map with zeros)."""
+        b, h, w, c = x.shape
+        ws, shift = self.window_size, self.shift_size
+        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
+        rows = windows.rows(b, h, w, ws, shift, x.device)
+        tokens = x.reshape(-1, c)
+        y = self.layernorm_before(tokens.index_select(0, rows.source))
+        y.index_fill_(0, rows.padding, 0)
+        shift_mask = windows.mask(hp, wp, ws, shift, x.device) if shift else None
+        y = self.attention(y.view(-1, ws * ws, c), shift_mask)
+        x = y.view(-1, c).index_select(0, rows.back).add_(tokens).view(b, h, w, c)
+        mlp = self.intermediate.dense, self.intermediate.act, self.output.dense
         return token_mlp(self.layernorm_after(x), *mlp, residual=x)
 
 
@@ -275,10 +261,10 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor, mask_cache: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, windows: WindowCache) -> torch.Tensor:
         """The stage's blocks (not the downsampling): (B, H, W, C) -> (B, H, W, C)."""
         for block in self.blocks:
-            x = block(x, mask_cache)
+            x = block(x, windows)
         return x
 
 
@@ -340,13 +326,14 @@ class SwinBackbone(nn.Module):
             }
         )
         self.gradient_checkpointing = False  # per stage (mask2former.modeling.grad_checkpoint)
+        # Shift masks and window indices per map size, kept between calls.
+        self.windows = WindowCache()
 
     def forward(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.embeddings(pixel_values)
-        mask_cache: dict = {}
         features = []
         for name, stage in zip(_stage_names(len(self.encoder.layers)), self.encoder.layers):
-            x = run_block(self, stage, x, mask_cache)
+            x = run_block(self, stage, x, self.windows)
             if name in self.hidden_states_norms:
                 # NCHW view of channels-last memory: the convolutions that consume it run
                 # channels-last (no NCHW copy here, no layout reorders inside oneDNN).
