@@ -408,3 +408,44 @@ def test_processor_save_replaces_a_symlink_instead_of_writing_through_it(tmp_pat
     assert victim.read_text() == "keep" and not os.path.islink(path)
     assert Mask2FormerImageProcessor.from_pretrained(folder).size["shortest_edge"] == 384
     assert [p.name for p in folder.iterdir()] == ["preprocessor_config.json"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        (True, 1 / 255, True, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        (True, 0.0039, False, 0.5, 0.5),
+        (False, 1 / 255, True, [120.0, 110.5, 100.25], [58.4, 57.1, 57.4]),
+        (False, 1.0, False, 0.0, 1.0),
+    ],
+)
+def test_uint8_table_lookup_equals_the_arithmetic(settings):
+    """8-bit images go through a per-channel table; every level of every channel must come
+    out as the elementwise formula (float64 rescale, float32 normalisation) gives it."""
+    from mask2former.processing import transforms
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    for im in (image, levels):
+        got = transforms.rescale_and_normalize(im, *settings)
+        want = transforms._rescale_and_normalize(im, *settings)
+        assert got.shape == want.shape == im.shape and got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_batch_of_different_sizes_is_each_image_zero_padded(data_format):
+    """The batch is filled image by image into one zeroed array: equal to padding each image
+    and stacking them, in either layout, as tensors and as arrays."""
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(20, 30), (34, 16)]]
+    proc = Mask2FormerImageProcessor(do_resize=False)
+    per_image = proc(images, data_format=data_format).pixel_values  # a list of padded arrays
+    for kind in ("np", "pt"):
+        batch = proc(images, return_tensors=kind, data_format=data_format).pixel_values
+        batch = np.asarray(batch)
+        assert batch.dtype == np.float32
+        np.testing.assert_array_equal(batch, np.stack(per_image))
+    first = per_image[0] if data_format == "channels_first" else per_image[0].transpose(2, 0, 1)
+    assert first.shape == (3, 34, 30) and not first[:, 20:].any() and not first[:, :, 30:].any()

@@ -44,17 +44,13 @@ def encode_batch(
         raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
     channels_first = _data_format(data_format) != "channels_last"
     pad_h, pad_w = _padded_size(images, pad_size)
-    pixel_values, pixel_mask = [], []
+    pixel_mask = []
     for im in images:
-        padded = pad_to(im.astype(np.float32, copy=False), pad_h, pad_w)
-        pixel_values.append(
-            np.ascontiguousarray(padded.transpose(2, 0, 1)) if channels_first else padded
-        )
         mask = np.zeros((pad_h, pad_w), dtype=np.int64)
         mask[: im.shape[0], : im.shape[1]] = 1
         pixel_mask.append(mask)
     data: Dict[str, Any] = {
-        "pixel_values": _collate(pixel_values, return_tensors),
+        "pixel_values": _pixel_batch(images, pad_h, pad_w, channels_first, return_tensors),
         "pixel_mask": _collate(pixel_mask, return_tensors),
     }
     if maps is not None:
@@ -71,6 +67,29 @@ def encode_batch(
         data["mask_labels"] = mask_labels
         data["class_labels"] = class_labels
     return BatchFeature(data)
+
+
+def _pixel_batch(
+    images: List[np.ndarray], pad_h: int, pad_w: int, channels_first: bool, return_tensors
+) -> Any:
+    """(H, W, C) images, zero-padded bottom/right, as one float32 (B, C, pad_h, pad_w) array
+    (or (B, pad_h, pad_w, C)), each image copied once into its slot; a list of per-image
+    arrays when ``return_tensors`` is None."""
+    if return_tensors is None:
+        padded = [pad_to(im.astype(np.float32, copy=False), pad_h, pad_w) for im in images]
+        return [np.ascontiguousarray(p.transpose(2, 0, 1)) if channels_first else p for p in padded]
+    channels = images[0].shape[2]
+    if any(im.shape[2] != channels for im in images):
+        raise ValueError("images have different numbers of channels")
+    shape = (channels, pad_h, pad_w) if channels_first else (pad_h, pad_w, channels)
+    batch = np.zeros((len(images),) + shape, dtype=np.float32)
+    for slot, im in zip(batch, images):
+        h, w = im.shape[:2]
+        if channels_first:
+            slot[:, :h, :w] = im.transpose(2, 0, 1)
+        else:
+            slot[:h, :w] = im
+    return _convert(batch, return_tensors)
 
 
 def _padded_size(images: List[np.ndarray], pad_size: Optional[Dict[str, int]]) -> Tuple[int, int]:
