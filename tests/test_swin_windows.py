@@ -21,16 +21,27 @@ def _block(shift: int) -> SwinBlock:
 
 @pytest.mark.parametrize("shift", [0, 3])
 @pytest.mark.parametrize("size", [(7, 14), (9, 11), (3, 5)])
-def test_inference_gather_equals_padded_rolled_windows(shift, size):
-    """No autograd takes the gather path; with autograd the plain form runs. Same values, for
-    maps that are and are not whole windows, and for a batch of two."""
+def test_gathered_windows_equal_padded_rolled_windows(shift, size):
+    """The row gathers give the values of the padded form (pad, roll, partition, merge, roll
+    back, crop), with and without autograd, for maps that are and are not whole windows and
+    for a batch of two; with autograd, the same gradients for the input and every weight."""
     block = _block(shift)
     x = torch.randn(2, *size, 16)
     with torch.no_grad():
         fast = block(x, WindowCache())
-    plain = block(x, WindowCache())  # autograd on: pad, roll, partition, merge, roll back
-    assert plain.requires_grad
-    torch.testing.assert_close(fast, plain.detach(), rtol=1e-5, atol=1e-5)
+        plain = block.padded_form(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(x)
+    grads = []
+    for run in (lambda t: block(t, WindowCache()), block.padded_form):
+        block.zero_grad()
+        leaf = x.clone().requires_grad_()
+        out = run(leaf)
+        (out * weights).sum().backward()
+        grads.append([leaf.grad] + [p.grad.clone() for p in block.parameters()])
+        torch.testing.assert_close(out.detach(), plain, rtol=1e-5, atol=1e-5)
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("shift", [0, 3])

@@ -19,7 +19,13 @@ from .activations import get_activation
 from .exporting import is_exporting
 from .fast_ops import inference_chunks, linear_into, token_mlp
 from .grad_checkpoint import run_block
-from .swin_windows import WindowCache, shifted_window_mask, window_merge, window_partition
+from .swin_windows import (
+    WindowCache,
+    gather_rows,
+    shifted_window_mask,
+    window_merge,
+    window_partition,
+)
 
 __all__ = ["SwinBackbone", "build_swin_backbone"]
 
@@ -186,30 +192,53 @@ class SwinBlock(nn.Module):
         self.output = SwinMlpOut(hidden, dim)
 
     def forward(self, x: torch.Tensor, windows: WindowCache) -> torch.Tensor:
-        """x: (B, H, W, C) -> (B, H, W, C)."""
+        """x: (B, H, W, C) -> (B, H, W, C).
+
+        One row gather into the padded, shifted windows and one back (indices per size from
+        ``windows``; the layer norm is per token, so it runs on the gathered rows, and padding
+        is zeroed after it, as the padded form pads the normalized map with zeros). An
+        exported graph takes the padded form, which holds for any size."""
+        if is_exporting():
+            return self.padded_form(x)
         b, h, w, c = x.shape
         ws, shift = self.window_size, self.shift_size
-        if not (torch.is_grad_enabled() or is_exporting() or self._drops_paths()):
-            return self._inference(x, windows)
+        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
+        rows = windows.rows(b, h, w, ws, shift, x.device)
+        tokens = x.reshape(-1, c)
+        y = self.layernorm_before(gather_rows(tokens, rows.source, rows.back))
+        y = y.index_fill_(0, rows.padding, 0)  # the norm keeps its input, not its output
+        shift_mask = windows.mask(hp, wp, ws, shift, x.device) if shift else None
+        y = self.attention(y.view(-1, ws * ws, c), shift_mask)
+        y = gather_rows(y.view(-1, c), rows.back, rows.source, rows.padding)
+        if torch.is_grad_enabled() or self._drops_paths():
+            x = x + drop_path(y.view(b, h, w, c), self.drop_path_rate, self.training)
+        else:
+            x = y.add_(tokens).view(b, h, w, c)
+        return self._mlp(x)
+
+    def padded_form(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` by padding, rolling and partitioning the map (the exported graph's
+        form; the gathers of :meth:`forward` give the same values)."""
+        b, h, w, c = x.shape
+        ws, shift = self.window_size, self.shift_size
         y = self.layernorm_before(x)
         # Padded to whole windows. Written as (ceil(h / ws)) * ws, not h + (-h) % ws: the same
         # number, but an exporter's symbolic shapes then see a multiple of ws at once.
         hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
-        if is_exporting() or hp != h or wp != w:  # exported: one graph for padded and not
-            y = F.pad(y, (0, 0, 0, wp - w, 0, hp - h))
+        y = F.pad(y, (0, 0, 0, wp - w, 0, hp - h))
         shift_mask = None
         if shift:
             y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-            if is_exporting():  # symbolic sizes cannot key a cache; the graph builds it
-                shift_mask = shifted_window_mask(hp, wp, ws, shift, x.device)
-            else:
-                shift_mask = windows.mask(hp, wp, ws, shift, x.device)
+            shift_mask = shifted_window_mask(hp, wp, ws, shift, x.device)
         y = self.attention(window_partition(y, ws), shift_mask)
         y = window_merge(y, ws, hp, wp)
         if shift:
             y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
-        y = y[:, :h, :w]
-        x = x + drop_path(y, self.drop_path_rate, self.training)
+        x = x + drop_path(y[:, :h, :w], self.drop_path_rate, self.training)
+        return self._mlp(x)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """x + mlp(norm(x)), the second half of the block."""
         mlp = self.intermediate.dense, self.intermediate.act, self.output.dense
         if self._drops_paths():
             y = token_mlp(self.layernorm_after(x), *mlp)
@@ -218,23 +247,6 @@ class SwinBlock(nn.Module):
 
     def _drops_paths(self) -> bool:
         return self.training and self.drop_path_rate > 0
-
-    def _inference(self, x: torch.Tensor, windows: WindowCache) -> torch.Tensor:
-        """:meth:`forward` without autograd: one row gather into the padded, shifted windows
-        and one back (the layer norm is per token, so it runs on the gathered rows; padding
-        is zeroed after it, as the plain form pads the normalized map with zeros)."""
-        b, h, w, c = x.shape
-        ws, shift = self.window_size, self.shift_size
-        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
-        rows = windows.rows(b, h, w, ws, shift, x.device)
-        tokens = x.reshape(-1, c)
-        y = self.layernorm_before(tokens.index_select(0, rows.source))
-        y.index_fill_(0, rows.padding, 0)
-        shift_mask = windows.mask(hp, wp, ws, shift, x.device) if shift else None
-        y = self.attention(y.view(-1, ws * ws, c), shift_mask)
-        x = y.view(-1, c).index_select(0, rows.back).add_(tokens).view(b, h, w, c)
-        mlp = self.intermediate.dense, self.intermediate.act, self.output.dense
-        return token_mlp(self.layernorm_after(x), *mlp, residual=x)
 
 
 class SwinPatchMerging(nn.Module):

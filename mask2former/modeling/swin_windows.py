@@ -12,11 +12,19 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Hashable, TypeVar
+from typing import Callable, Hashable, Optional, TypeVar
 
 import torch
+from torch.autograd.function import once_differentiable
 
-__all__ = ["WindowCache", "WindowRows", "shifted_window_mask", "window_merge", "window_partition"]
+__all__ = [
+    "WindowCache",
+    "WindowRows",
+    "gather_rows",
+    "shifted_window_mask",
+    "window_merge",
+    "window_partition",
+]
 
 T = TypeVar("T")
 
@@ -93,6 +101,41 @@ def window_rows(b: int, h: int, w: int, window: int, shift: int, device) -> Wind
     index = index * window**2 + (r[:, None] % window) * window + c[None, :] % window
     back = (images * (hp * wp) + index.reshape(1, -1)).reshape(-1)
     return WindowRows(source, padding, back)
+
+
+def gather_rows(
+    x: torch.Tensor,
+    take: torch.Tensor,
+    back: torch.Tensor,
+    back_zero: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """x (R, C) -> x[take] (T, C), whose backward is a gather as well: grad_x = grad[back],
+    with the rows ``back_zero`` of it zeroed.
+
+    That equals autograd's scatter-add when each row r of x is read at position back[r] and
+    every other position of ``take`` receives a zero gradient (Swin's padding positions, zeroed
+    after the layer norm); ``back_zero`` lists the positions of ``back`` that no output row
+    reads (from windows back to tokens: the padding).
+    """
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.index_select(0, take)
+    return _RowGather.apply(x, take, back, back_zero)
+
+
+class _RowGather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, take, back, back_zero):
+        ctx.save_for_backward(back, back_zero)
+        return x.index_select(0, take)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        back, back_zero = ctx.saved_tensors
+        grad_x = grad.index_select(0, back)
+        if back_zero is not None:
+            grad_x.index_fill_(0, back_zero, 0)
+        return grad_x, None, None, None
 
 
 class WindowCache:
