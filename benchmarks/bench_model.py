@@ -3,8 +3,8 @@
 Builds a Swin-T Mask2Former (133 classes, 100 queries) with random weights in the reference,
 saves it with the reference's ``save_pretrained`` and loads it with our ``from_pretrained``.
 Every timed case runs ours and the reference alternately in this one process (other jobs share
-the machine, so only ratios measured side by side mean anything) and prints medians after a
-warm-up call, with the ratio reference time / our time (higher is better for us).
+the machine, so only ratios measured side by side mean anything) and prints medians after warm-up
+calls, with the ratio reference time / our time (higher is better for us).
 
 Peak memory: each (implementation, case) runs in a fresh subprocess that loads the model, resets
 the kernel's resident-set high-water mark (``/proc/self/clear_refs``), runs the case once and
@@ -20,8 +20,9 @@ printed after ours-vs-4.37.2 (each ratio is still measured side by side inside o
 ``--batch 8`` adds folder throughput: 8 photos per call, images per second, the reference's
 processor + model + panoptic post-processing against our pipeline at batch size 8.
 
-Usage: python benchmarks/bench_model.py [--repeats 5] [--threads 2] [--sizes 800x1088,384x384]
-       [--skip-train] [--skip-bf16] [--skip-e2e] [--skip-memory] [--batch 8]
+Usage: python benchmarks/bench_model.py [--repeats 5] [--warmup 3] [--threads 2]
+       [--sizes 800x1088,384x384] [--skip-train] [--skip-bf16] [--skip-e2e] [--skip-memory]
+       [--batch 8]
        [--tf5-python PATH]
 """
 
@@ -197,6 +198,13 @@ def measure_memory(folder: str, impl: str, case: str, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per case")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed rounds per case first (both libraries take 3-4 calls to settle: "
+        "allocator growth, oneDNN primitive caches)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--sizes", default="800x1088,384x384", help="forward sizes, HxW,...")
     parser.add_argument("--skip-train", action="store_true")
@@ -226,7 +234,10 @@ def main() -> None:
     ours = load_ours(folder)
     ours_bf16 = None if args.skip_bf16 else load_ours(folder, torch.bfloat16)
     print(f"reference: transformers {transformers.__version__}")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"repeats {args.repeats} after {args.warmup} warm-up rounds"
+    )
     print("ratio = reference time / our time (higher is better for us)\n")
 
     sizes = parse_sizes(args.sizes)
@@ -236,7 +247,7 @@ def main() -> None:
         cases = {"ref": forward_fn(ref, pixels), "ours": forward_fn(ours, pixels)}
         if ours_bf16 is not None:
             cases["ours-bf16"] = forward_fn(ours_bf16, pixels.bfloat16())
-        times = alternate(cases, args.repeats)
+        times = alternate(cases, args.repeats, args.warmup)
         print(format_ratio(f"forward {h}x{w} float32", times["ref"], times["ours"]))
         if ours_bf16 is not None:
             print(
@@ -246,16 +257,16 @@ def main() -> None:
             )
 
     if not args.skip_e2e:
-        run_end_to_end(ref, ours, ours_bf16, args.repeats)
+        run_end_to_end(ref, ours, ours_bf16, args.repeats, args.warmup)
     if args.batch:
-        run_throughput(ref, ours, args.batch, args.repeats)
+        run_throughput(ref, ours, args.batch, args.repeats, args.warmup)
 
     if not args.skip_train:
         ref.train()
         ours.train()
         batch = make_training_batch(2, 384)
         times = alternate(
-            {"ref": train_fn(ref, batch), "ours": train_fn(ours, batch)}, args.repeats
+            {"ref": train_fn(ref, batch), "ours": train_fn(ours, batch)}, args.repeats, args.warmup
         )
         print(format_ratio("train step 2x384x384", times["ref"], times["ours"]))
         ref.eval()
@@ -294,7 +305,8 @@ def load_reference(folder: str):
 def run_transformers5(args: argparse.Namespace, folder: str) -> None:
     """This script again under the transformers 5.x interpreter, on the same weights."""
     command = [args.tf5_python, os.path.abspath(__file__), "--folder", folder, "--reuse-folder"]
-    command += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+    command += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    command += ["--threads", str(args.threads)]
     command += ["--sizes", args.sizes, "--skip-memory", "--batch", str(args.batch)]
     for flag in ("skip_train", "skip_bf16", "skip_e2e"):
         if getattr(args, flag):
@@ -303,7 +315,7 @@ def run_transformers5(args: argparse.Namespace, folder: str) -> None:
     subprocess.run(command, check=True)
 
 
-def run_throughput(ref, ours, count: int, repeats: int) -> None:
+def run_throughput(ref, ours, count: int, repeats: int, warmup: int) -> None:
     """Images per second on ``count`` photos per call (a folder's worth of work)."""
     from transformers import Mask2FormerImageProcessor as RefProcessor
     from transformers.utils import logging
@@ -314,13 +326,13 @@ def run_throughput(ref, ours, count: int, repeats: int) -> None:
         "ref": batch_end_to_end_fn(ref, RefProcessor(), image, count),
         "ours": pipeline_fn(ours, image, count),
     }
-    times = alternate(cases, repeats)
+    times = alternate(cases, repeats, warmup)
     print(format_ratio(f"end to end, batch of {count} photos", times["ref"], times["ours"]))
     r, o = (sorted(times[k])[len(times[k]) // 2] for k in ("ref", "ours"))
     print(f"{'':<34} images/s: ref {count / r:.2f}, ours {count / o:.2f}")
 
 
-def run_end_to_end(ref, ours, ours_bf16, repeats: int) -> None:
+def run_end_to_end(ref, ours, ours_bf16, repeats: int, warmup: int) -> None:
     from transformers import Mask2FormerImageProcessor as RefProcessor
     from transformers.utils import logging
 
@@ -329,7 +341,7 @@ def run_end_to_end(ref, ours, ours_bf16, repeats: int) -> None:
     cases = {"ref": end_to_end_fn(ref, RefProcessor(), image), "ours": pipeline_fn(ours, image)}
     if ours_bf16 is not None:
         cases["ours-bf16"] = pipeline_fn(ours_bf16, image)
-    times = alternate(cases, repeats)
+    times = alternate(cases, repeats, warmup)
     print(format_ratio("end to end 427x640 panoptic", times["ref"], times["ours"]))
     if ours_bf16 is not None:
         print(format_ratio("end to end, ours bf16 vs ref f32", times["ref"], times["ours-bf16"]))
