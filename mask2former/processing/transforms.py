@@ -275,26 +275,21 @@ def rescale_and_normalize(
     them, and each pixel is one lookup (the same float32 numbers, a quarter of the time). That
     result lies channels-first in memory, the model's layout, seen as (H, W, 3).
     """
-    if image.dtype == np.uint8 and image.ndim == 3:
-        levels = np.arange(256, dtype=np.uint8)[:, None].repeat(image.shape[2], axis=1)
-        args = (do_rescale, rescale_factor, do_normalize, mean, std)
-        table = np.ascontiguousarray(_rescale_and_normalize(levels, *args).T)  # (C, 256)
-        out = np.empty((image.shape[2],) + image.shape[:2], dtype=np.float32)
-        for channel, values in enumerate(table):
-            # mode="clip" never clips a uint8 index; it lets take write into out unbuffered.
-            np.take(values, image[..., channel], out=out[channel], mode="clip")
-        return out.transpose(1, 2, 0)
-    return _rescale_and_normalize(image, do_rescale, rescale_factor, do_normalize, mean, std)
+    steps = (do_rescale, rescale_factor, do_normalize, mean, std)
+    if image.dtype != np.uint8 or image.ndim != 3:
+        return _arithmetic(image, steps)
+    levels = np.arange(256, dtype=np.uint8)[:, None].repeat(image.shape[2], axis=1)
+    table = np.ascontiguousarray(_arithmetic(levels, steps).T)  # (C, 256)
+    out = np.empty((image.shape[2],) + image.shape[:2], dtype=np.float32)
+    for channel, values in enumerate(table):
+        # mode="clip" never clips a uint8 index; it lets take write into out unbuffered.
+        np.take(values, image[..., channel], out=out[channel], mode="clip")
+    return out.transpose(1, 2, 0)
 
 
-def _rescale_and_normalize(
-    image: np.ndarray,
-    do_rescale: bool,
-    rescale_factor: float,
-    do_normalize: bool,
-    mean: Union[float, Sequence[float]],
-    std: Union[float, Sequence[float]],
-) -> np.ndarray:
+def _arithmetic(image: np.ndarray, steps: tuple) -> np.ndarray:
+    """:func:`rescale_and_normalize` elementwise; ``steps`` are its arguments after the image."""
+    do_rescale, rescale_factor, do_normalize, mean, std = steps
     out = image.astype(np.float32)
     if do_rescale:
         out = (out * np.float64(rescale_factor)).astype(np.float32)
