@@ -69,3 +69,16 @@ def test_window_cache_is_bounded_and_copies_empty():
     assert cache.rows(1, 8, 8, 7, 3, "cpu") is not first  # evicted, rebuilt
     for twin in (copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))):
         assert len(twin._items) == 0 and twin.capacity == 2
+
+
+def test_indices_cached_under_inference_mode_serve_a_training_step():
+    """The cache outlives the call: what an inference_mode call left there (indices, shift
+    mask) must be usable by a later training step at the same size."""
+    block = _block(3).train()
+    cache = WindowCache()
+    x = torch.randn(1, 9, 11, 16)
+    with torch.inference_mode():
+        block(x, cache)
+    leaf = x.clone().requires_grad_()
+    block(leaf, cache).sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()

@@ -159,7 +159,10 @@ class WindowCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]  # type: ignore[return-value]
-        value = build()
+        # Built as normal tensors even under inference_mode: a later training step at the
+        # same size saves them for its backward, which inference tensors cannot be.
+        with torch.inference_mode(False):
+            value = build()
         with self._lock:
             self._items[key] = value
             while len(self._items) > self.capacity:
