@@ -52,3 +52,27 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(
         lambda f, *e: tuple(layer_mask_logits(list(e), f)), inputs, fast_mode=True
     )
+
+
+def test_autocast_casts_like_a_batched_product():
+    """Under autocast the products run in the autocast dtype, as torch.bmm would, and the
+    backward gets the dtypes its forward saw (float32 leaves, bfloat16 products)."""
+    features, embeds = _inputs(torch.float32)
+
+    def run(products):
+        f = features.clone().requires_grad_()
+        e = [x.clone().requires_grad_() for x in embeds]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            masks = products(e, f)
+        assert all(m.dtype == torch.bfloat16 for m in masks)
+        sum(m.float().square().sum() for m in masks).backward()
+        return [f.grad] + [x.grad for x in e]
+
+    def plain(e, f):
+        pixels = f.permute(0, 2, 3, 1).reshape(2, -1, 8).transpose(1, 2)
+        return [torch.bmm(x, pixels).view(2, -1, 5, 7) for x in e]
+
+    for got, want in zip(run(layer_mask_logits), run(plain)):
+        assert got.dtype == torch.float32
+        # bfloat16 terms that cancel: a few percent of the largest gradient.
+        torch.testing.assert_close(got, want, rtol=0.02, atol=0.03 * float(want.abs().max()))

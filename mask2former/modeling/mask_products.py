@@ -10,7 +10,7 @@ maps are allocated, added or transposed.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -50,10 +50,29 @@ def layer_mask_logits(
         pixels.requires_grad or any(e.requires_grad for e in embeds)
     )
     if needs_grad and not is_exporting():
-        masks = _SharedPixelProducts.apply(pixels, *embeds)
+        # Under autocast, the cast a bmm would get is made here, outside the function: its
+        # backward then sees the dtypes its forward saw.
+        dtype = _autocast_dtype(pixels.device.type)
+        if dtype is not None:
+            pixels, embeds = pixels.to(dtype), [e.to(dtype) for e in embeds]
+        with torch.autocast(pixels.device.type, enabled=False):
+            masks = _SharedPixelProducts.apply(pixels, *embeds)
     else:
         masks = [query_pixel_products(e, pixels.transpose(1, 2)) for e in embeds]
     return [m.view(b, -1, h, w) for m in masks]
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype in effect for ``device_type``, None without autocast."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: one query per device kind
+        cpu = device_type == "cpu"
+        enabled = torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
+        if enabled:
+            return torch.get_autocast_cpu_dtype() if cpu else torch.get_autocast_gpu_dtype()
+        return None
+    return torch.get_autocast_dtype(device_type) if enabled else None
 
 
 class _SharedPixelProducts(torch.autograd.Function):
@@ -78,8 +97,16 @@ class _SharedPixelProducts(torch.autograd.Function):
             if not ctx.needs_input_grad[0]:
                 continue
             # (B, N, Q) @ (B, Q, C): the (B, N, C) layout of ``pixels``, summed in place.
+            rows = grad.transpose(1, 2)
             if grad_pixels is None:
-                grad_pixels = torch.bmm(grad.transpose(1, 2), embed)
+                grad_pixels = torch.bmm(rows, embed)
+                if grad_pixels.dtype in _HALF:  # summed in float32; autograd casts it back
+                    grad_pixels = grad_pixels.float()
+            elif grad_pixels.dtype == grad.dtype:
+                grad_pixels.baddbmm_(rows, embed)
             else:
-                grad_pixels.baddbmm_(grad.transpose(1, 2), embed)
+                grad_pixels.add_(torch.bmm(rows, embed))
         return (grad_pixels, *grad_embeds)
+
+
+_HALF = (torch.bfloat16, torch.float16)
