@@ -95,3 +95,20 @@ def test_gathered_windows_under_autocast_match_the_padded_form():
         out.float().sum().backward()
         grads.append(leaf.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("size", [(8, 6), (9, 7)])
+def test_patch_merging_one_copy_equals_the_four_slices(size, monkeypatch):
+    """The 2x2 neighbourhoods as one reshape/permute copy equal the concatenated strided
+    slices the exported graph uses (the order the checkpoints' weights expect)."""
+    from mask2former.modeling import swin
+
+    torch.manual_seed(0)
+    merge = swin.SwinPatchMerging(5).eval()
+    x = torch.randn(2, *size, 5)
+    with torch.no_grad():
+        fast = merge(x)
+        monkeypatch.setattr(swin, "is_exporting", lambda: True)
+        sliced = merge(x)
+    assert fast.shape == (2, (size[0] + 1) // 2, (size[1] + 1) // 2, 10)
+    torch.testing.assert_close(fast, sliced, rtol=0, atol=0)

@@ -192,12 +192,10 @@ class SwinBlock(nn.Module):
         self.output = SwinMlpOut(hidden, dim)
 
     def forward(self, x: torch.Tensor, windows: WindowCache) -> torch.Tensor:
-        """x: (B, H, W, C) -> (B, H, W, C).
-
-        One row gather into the padded, shifted windows and one back (indices per size from
-        ``windows``; the layer norm is per token, so it runs on the gathered rows, and padding
-        is zeroed after it, as the padded form pads the normalized map with zeros). An
-        exported graph takes the padded form, which holds for any size."""
+        """x: (B, H, W, C) -> (B, H, W, C). One row gather into the padded, shifted windows
+        and one back (indices per size from ``windows``; the layer norm is per token, so it runs
+        on the gathered rows, and padding is zeroed after it, as the padded form pads the
+        normalized map with zeros). Exported graphs take the padded form (any size)."""
         if is_exporting():
             return self.padded_form(x)
         b, h, w, c = x.shape
@@ -263,8 +261,13 @@ class SwinPatchMerging(nn.Module):
         if is_exporting() or hp != h or wp != w:
             x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
         # Order (even row, even col), (odd, even), (even, odd), (odd, odd): the weights expect it.
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        return self.reduction(self.norm(x))
+        if is_exporting():  # slices: the exporters' shapes need no divisibility proof
+            parts = [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]
+            return self.reduction(self.norm(torch.cat(parts, -1)))
+        # One copy: (B, H/2, row, W/2, col, C) -> (B, H/2, W/2, col, row, C).
+        b, c = x.shape[0], x.shape[-1]
+        x = x.reshape(b, hp // 2, 2, wp // 2, 2, c).permute(0, 1, 3, 4, 2, 5)
+        return self.reduction(self.norm(x.reshape(b, hp // 2, wp // 2, 4 * c)))
 
 
 class SwinStage(nn.Module):
