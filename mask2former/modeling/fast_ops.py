@@ -11,7 +11,14 @@ from torch import nn
 from .chunked_mlp import chunked_mlp_activation, chunked_mlp_training
 from .exporting import is_exporting
 
-__all__ = ["CHUNK_BYTES", "fused_bfloat16_linears", "inference_chunks", "linear_into", "token_mlp"]
+__all__ = [
+    "CHUNK_BYTES",
+    "autocast_dtype",
+    "fused_bfloat16_linears",
+    "inference_chunks",
+    "linear_into",
+    "token_mlp",
+]
 
 # Hidden activations above this size are computed in row chunks during inference. Fresh
 # allocations this large come straight from mmap and pay a page fault per 4 KiB page on first
@@ -94,10 +101,20 @@ def _training_chunks(x: torch.Tensor, rows: int, first: nn.Linear, act) -> Optio
 
 
 def _cpu_autocast() -> bool:
+    return autocast_dtype("cpu") is not None
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype in effect for ``device_type``, None without autocast."""
     try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4 has no device argument
-        return torch.is_autocast_cpu_enabled()
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: one query per device kind
+        cpu = device_type == "cpu"
+        enabled = torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
+        if enabled:
+            return torch.get_autocast_cpu_dtype() if cpu else torch.get_autocast_gpu_dtype()
+        return None
+    return torch.get_autocast_dtype(device_type) if enabled else None
 
 
 def fused_bfloat16_linears(x: torch.Tensor) -> bool:

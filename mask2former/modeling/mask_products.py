@@ -10,11 +10,12 @@ maps are allocated, added or transposed.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 
 from .exporting import is_exporting
+from .fast_ops import autocast_dtype
 
 __all__ = ["layer_mask_logits", "query_pixel_products"]
 
@@ -52,7 +53,7 @@ def layer_mask_logits(
     if needs_grad and not is_exporting():
         # Under autocast, the cast a bmm would get is made here, outside the function: its
         # backward then sees the dtypes its forward saw.
-        dtype = _autocast_dtype(pixels.device.type)
+        dtype = autocast_dtype(pixels.device.type)
         if dtype is not None:
             pixels, embeds = pixels.to(dtype), [e.to(dtype) for e in embeds]
         with torch.autocast(pixels.device.type, enabled=False):
@@ -60,19 +61,6 @@ def layer_mask_logits(
     else:
         masks = [query_pixel_products(e, pixels.transpose(1, 2)) for e in embeds]
     return [m.view(b, -1, h, w) for m in masks]
-
-
-def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
-    """The autocast dtype in effect for ``device_type``, None without autocast."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: one query per device kind
-        cpu = device_type == "cpu"
-        enabled = torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
-        if enabled:
-            return torch.get_autocast_cpu_dtype() if cpu else torch.get_autocast_gpu_dtype()
-        return None
-    return torch.get_autocast_dtype(device_type) if enabled else None
 
 
 class _SharedPixelProducts(torch.autograd.Function):
