@@ -22,8 +22,12 @@ processor + model + panoptic post-processing against our pipeline at batch size 
 
 Usage: python benchmarks/bench_model.py [--repeats 5] [--warmup 3] [--threads 2]
        [--sizes 800x1088,384x384] [--skip-train] [--skip-bf16] [--skip-e2e] [--skip-memory]
-       [--batch 8]
+       [--batch 8] [--no-memory-reuse]
        [--tf5-python PATH]
+
+Like the ``mask2former`` command, the process keeps large freed blocks for reuse
+(:func:`mask2former.enable_memory_reuse`) unless ``--no-memory-reuse``; the setting is the whole
+process's, so the reference sharing it gets the same benefit.
 """
 
 from __future__ import annotations
@@ -219,6 +223,12 @@ def main() -> None:
         help="python of a venv with transformers 5.x and this package (default: "
         "$MASK2FORMER_TF5_PYTHON); its run follows ours on the same weights",
     )
+    parser.add_argument(
+        "--no-memory-reuse",
+        action="store_true",
+        help="keep glibc's allocation defaults (by default the process keeps freed blocks for "
+        "reuse, as the mask2former command does; it applies to both libraries alike)",
+    )
     parser.add_argument("--reuse-folder", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,6 +238,9 @@ def main() -> None:
 
     import transformers
 
+    from mask2former import enable_memory_reuse
+
+    reuse = False if args.no_memory_reuse else enable_memory_reuse()
     torch.set_num_threads(args.threads)
     folder = args.folder or tempfile.mkdtemp(prefix="m2f_bench_")
     ref = load_reference(folder) if args.reuse_folder else build_reference(folder).eval()
@@ -236,7 +249,8 @@ def main() -> None:
     print(f"reference: transformers {transformers.__version__}")
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"repeats {args.repeats} after {args.warmup} warm-up rounds"
+        f"repeats {args.repeats} after {args.warmup} warm-up rounds, "
+        f"memory reuse {'on' if reuse else 'off'} (the whole process, both libraries)"
     )
     print("ratio = reference time / our time (higher is better for us)\n")
 
@@ -308,7 +322,7 @@ def run_transformers5(args: argparse.Namespace, folder: str) -> None:
     command += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads)]
     command += ["--sizes", args.sizes, "--skip-memory", "--batch", str(args.batch)]
-    for flag in ("skip_train", "skip_bf16", "skip_e2e"):
+    for flag in ("skip_train", "skip_bf16", "skip_e2e", "no_memory_reuse"):
         if getattr(args, flag):
             command.append("--" + flag.replace("_", "-"))
     print("\n--- the same cases against transformers 5.x (its own environment) ---\n", flush=True)

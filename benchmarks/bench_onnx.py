@@ -27,7 +27,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", default="384x384,800x1088")
+    parser.add_argument(
+        "--no-memory-reuse", action="store_true", help="keep glibc's allocation defaults"
+    )
     args = parser.parse_args()
+    if not args.no_memory_reuse:
+        from mask2former import enable_memory_reuse
+
+        enable_memory_reuse()  # as the mask2former command does
     torch.set_num_threads(args.threads)
     from mask2former.export import InputBounds, export_onnx
     from mask2former.inference.onnx_runner import load_onnx_runner

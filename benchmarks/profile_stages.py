@@ -117,7 +117,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="800x1088,384x384")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--folder", help="reuse/write the Swin-T checkpoint here")
+    parser.add_argument(
+        "--no-memory-reuse", action="store_true", help="keep glibc's allocation defaults"
+    )
     args = parser.parse_args()
+    if not args.no_memory_reuse:
+        from mask2former import enable_memory_reuse
+
+        enable_memory_reuse()  # as the mask2former command does
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     folder = args.folder or tempfile.mkdtemp(prefix="m2f_profile_")

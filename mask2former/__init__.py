@@ -24,6 +24,7 @@ _EXPORTS = {
     "SegmentationResult": "mask2former.inference.results",
     "segment": "mask2former.inference.segment_files",
     "draw_overlay": "mask2former.visualize",
+    "enable_memory_reuse": "mask2former.memory_reuse",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

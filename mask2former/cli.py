@@ -15,7 +15,7 @@ import sys
 from importlib import import_module
 from typing import List, Optional
 
-__all__ = ["main"]
+__all__ = ["main", "console_main"]
 
 COMMANDS = {
     "segment": ("segment images, folders or globs; write overlays, id maps and JSON", "segment"),
@@ -101,5 +101,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
 
 
+def console_main() -> int:
+    """The installed ``mask2former`` program: :func:`main` in a process of its own, which may
+    therefore keep freed memory for reuse (see :mod:`mask2former.memory_reuse`)."""
+    from .memory_reuse import enable_memory_reuse, memory_reuse_wanted
+
+    if memory_reuse_wanted():
+        enable_memory_reuse()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console_main())

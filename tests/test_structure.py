@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mask2former"
 
 # Lowest first. A module may import from its own part or from a part of a lower layer only.
 LAYERS: List[Set[str]] = [
-    {"__init__", "files", "hub", "coco", "visualize"},  # __init__: the version, lazy names
+    {"__init__", "files", "hub", "coco", "visualize", "memory_reuse"},  # __init__: lazy names
     {"_config_base"},
     {"backbone_config"},
     {"_model_config_checks"},
