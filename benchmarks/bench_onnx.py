@@ -28,10 +28,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", default="384x384,800x1088")
     parser.add_argument(
-        "--no-memory-reuse", action="store_true", help="keep glibc's allocation defaults"
+        "--memory-reuse", action="store_true", help="keep freed blocks, as the command does"
     )
     args = parser.parse_args()
-    if not args.no_memory_reuse:
+    if args.memory_reuse:
         from mask2former import enable_memory_reuse
 
         enable_memory_reuse()  # as the mask2former command does

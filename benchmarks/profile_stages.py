@@ -118,10 +118,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--folder", help="reuse/write the Swin-T checkpoint here")
     parser.add_argument(
-        "--no-memory-reuse", action="store_true", help="keep glibc's allocation defaults"
+        "--memory-reuse", action="store_true", help="keep freed blocks, as the command does"
     )
     args = parser.parse_args()
-    if not args.no_memory_reuse:
+    if args.memory_reuse:
         from mask2former import enable_memory_reuse
 
         enable_memory_reuse()  # as the mask2former command does
