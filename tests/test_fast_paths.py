@@ -500,3 +500,36 @@ def test_deformable_module_into_residual_overwrites_its_queries(monkeypatch):
         got, _ = module(x, pos, ref, SHAPES, need_weights=False, residual=x, into_residual=True)
     assert got.data_ptr() == x.data_ptr()
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mask_channels, bias", [(32, True), (32, False), (24, True)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_pixel_decoder_fpn_step_inference_equals_autograd_form(mask_channels, bias, batch):
+    """The inference FPN step writes into spent stride-4 maps; its values are the plain step's
+    (a different mask feature width or no bias takes the plain projection)."""
+    from mask2former.modeling.pixel_decoder import DeformableEncoder, PixelDecoder
+
+    torch.manual_seed(0)
+    decoder = PixelDecoder([8, 12, 20, 24], 32, mask_channels, DeformableEncoder([])).eval()
+    if not bias:
+        decoder.mask_projection.bias = None
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.normal_(0.0, 0.3)
+    finest = torch.randn(batch, 8, 13, 18).contiguous(memory_format=torch.channels_last)
+    coarse = torch.randn(batch, 32, 7, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        plain = decoder._fpn_step(finest, coarse)
+        fast = decoder._fpn_step_inference(finest.clone(), coarse.clone())
+    assert fast.shape == plain.shape == (batch, mask_channels, 13, 18)
+    torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+    with torch.inference_mode():  # the model's own inference path takes the fast form
+        through_forward = decoder(
+            [
+                finest,
+                torch.randn(batch, 12, 7, 9),
+                torch.randn(batch, 20, 4, 5),
+                torch.randn(batch, 24, 2, 3),
+            ]
+        )
+    assert through_forward.mask_features.shape == plain.shape

@@ -151,12 +151,16 @@ class MaskedAttentionDecoderLayer(nn.Module):
         memory_pos: torch.Tensor,
         blocked: torch.Tensor,
         need_weights: bool = False,
+        memory_keys: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """x, query_pos: (B, Q, C); memory, memory_pos: (B, N, C); blocked: (B, Q, N)."""
+        """x, query_pos: (B, Q, C); memory, memory_pos: (B, N, C); blocked: (B, Q, N);
+        memory_keys: ``memory + memory_pos`` if the caller has it (every layer attending to a
+        level uses the same sum)."""
         pre = self.pre_norm
+        keys = memory + memory_pos if memory_keys is None else memory_keys
 
         def cross(y: torch.Tensor) -> torch.Tensor:
-            return self.cross_attn(y + query_pos, memory + memory_pos, memory, blocked)
+            return self.cross_attn(y + query_pos, keys, memory, blocked)
 
         def ffn(y: torch.Tensor) -> torch.Tensor:
             return self._drop(self.fc2(self._drop(self.activation(self.fc1(y)))))
@@ -297,6 +301,8 @@ class MaskedAttentionDecoder(nn.Module):
         blocked = predict(normed, 0)
         attentions = []
         levels = len(memories)
+        # The attention keys' input, once per level instead of once per layer.
+        keys = [memory + pos for memory, pos in zip(memories, memory_pos)]
         for i, layer in enumerate(self.layers):
             level = i % levels
             x, weights = run_block(
@@ -308,6 +314,7 @@ class MaskedAttentionDecoder(nn.Module):
                 memory_pos[level],
                 blocked,
                 output_attentions,
+                keys[level],
             )
             queries_first.append(x.transpose(0, 1))
             x = queries_first[-1].transpose(0, 1)
