@@ -533,3 +533,25 @@ def test_pixel_decoder_fpn_step_inference_equals_autograd_form(mask_channels, bi
             ]
         )
     assert through_forward.mask_features.shape == plain.shape
+
+
+@pytest.mark.parametrize("size", [(32, 48), (30, 45)])
+def test_swin_patch_embedding_as_matrix_product_equals_convolution(size):
+    """Patches x weights equals the strided convolution (values and gradients), padded or not."""
+    from mask2former.modeling.swin_embeddings import SwinPatchEmbeddingsProjection
+
+    torch.manual_seed(0)
+    embed = SwinPatchEmbeddingsProjection(3, 8, 4)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    embed = embed.double()
+    out = embed(x)
+    h, w = size
+    padded = F.pad(x, (0, -w % 4, 0, -h % 4))
+    plain = embed.projection(padded).permute(0, 2, 3, 1)
+    assert out.shape == plain.shape == (2, (h + 3) // 4, (w + 3) // 4, 8)
+    torch.testing.assert_close(out, plain, rtol=0, atol=1e-12)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, embed.projection.weight, embed.projection.bias), grad)
+    want = torch.autograd.grad(plain, (x, embed.projection.weight, embed.projection.bias), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)

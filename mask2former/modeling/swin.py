@@ -19,6 +19,7 @@ from .activations import get_activation
 from .exporting import is_exporting
 from .fast_ops import inference_chunks, linear_into, token_mlp
 from .grad_checkpoint import run_block
+from .swin_embeddings import SwinEmbeddings
 from .swin_windows import (
     WindowCache,
     gather_rows,
@@ -281,33 +282,6 @@ class SwinStage(nn.Module):
         for block in self.blocks:
             x = block(x, windows)
         return x
-
-
-class SwinPatchEmbeddingsProjection(nn.Module):
-    def __init__(self, in_channels: int, dim: int, patch: int):
-        super().__init__()
-        self.patch = patch
-        self.projection = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        p = self.patch
-        hp, wp = (h + p - 1) // p * p, (w + p - 1) // p * p  # whole patches (see SwinBlock)
-        if is_exporting() or hp != h or wp != w:
-            x = F.pad(x, (0, wp - w, 0, hp - h))
-        return self.projection(x)
-
-
-class SwinEmbeddings(nn.Module):
-    def __init__(self, in_channels: int, dim: int, patch: int):
-        super().__init__()
-        self.patch_embeddings = SwinPatchEmbeddingsProjection(in_channels, dim, patch)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, H/patch, W/patch, dim), channels last."""
-        x = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)
-        return self.norm(x)
 
 
 class SwinEncoder(nn.Module):
