@@ -17,6 +17,7 @@ __all__ = [
     "fused_bfloat16_linears",
     "inference_chunks",
     "linear_into",
+    "affine_into",
     "token_mlp",
 ]
 
@@ -183,9 +184,17 @@ _ONEDNN_LINEAR = _onednn_linear() if _native_bfloat16() else None
 def linear_into(x: torch.Tensor, layer: nn.Linear, out: torch.Tensor) -> torch.Tensor:
     """``out[...] = layer(x)`` for x (N, C_in) and a contiguous out (N, C_out), written in
     place by the matrix product itself (no temporary and no copy)."""
-    if layer.bias is None:
-        return torch.mm(x, layer.weight.t(), out=out)
-    return torch.addmm(layer.bias, x, layer.weight.t(), out=out)
+    return affine_into(x, layer.weight, layer.bias, out)
+
+
+def affine_into(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Tensor
+) -> torch.Tensor:
+    """``out[...] = x @ weight.T + bias`` for x (N, C_in), weight (C_out, C_in) and out
+    (N, C_out), written by the matrix product itself."""
+    if bias is None:
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
 
 
 def inference_chunks(total: int, row_bytes: int) -> Optional[int]:

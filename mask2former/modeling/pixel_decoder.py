@@ -16,7 +16,7 @@ from torch import nn
 from ..config import Mask2FormerConfig
 from .deformable_attention import MultiscaleDeformableAttention
 from .exporting import is_exporting
-from .fast_ops import token_mlp
+from .fast_ops import affine_into, token_mlp
 from .grad_checkpoint import run_block
 from .position_encoding import sine_position_encoding
 
@@ -227,12 +227,8 @@ class PixelDecoder(nn.Module):
         if not reusable:
             return proj(fine)
         rows = spent.permute(0, 2, 3, 1).view(b * h * w, proj.out_channels)
-        weight = proj.weight.view(proj.out_channels, c).t()
         pixels = fine.permute(0, 2, 3, 1).view(b * h * w, c)
-        if proj.bias is None:
-            torch.mm(pixels, weight, out=rows)
-        else:
-            torch.addmm(proj.bias, pixels, weight, out=rows)
+        affine_into(pixels, proj.weight.view(proj.out_channels, c), proj.bias, rows)
         return spent
 
 
