@@ -16,8 +16,8 @@ __all__ = [
     "autocast_dtype",
     "fused_bfloat16_linears",
     "inference_chunks",
-    "linear_into",
     "affine_into",
+    "linear_into",
     "token_mlp",
 ]
 
@@ -94,15 +94,11 @@ def _training_chunks(x: torch.Tensor, rows: int, first: nn.Linear, act) -> Optio
         or is_exporting()
         or x.device.type != "cpu"
         or x.dtype not in (torch.float32, torch.float64)
-        or _cpu_autocast()
+        or autocast_dtype("cpu") is not None
         or rows * row_bytes <= 2 * CHUNK_BYTES
     ):
         return None
     return activation, max(1, CHUNK_BYTES // row_bytes)
-
-
-def _cpu_autocast() -> bool:
-    return autocast_dtype("cpu") is not None
 
 
 def autocast_dtype(device_type: str) -> Optional[torch.dtype]:

@@ -217,10 +217,10 @@ class PixelDecoder(nn.Module):
         fine = act(norm(spent))
         proj = self.mask_projection
         b, c, h, w = fine.shape
+        # The 3x3 output holds the mask features when they have as many channels (the 1x1
+        # projection is a matrix product over channels-last rows).
         reusable = (
-            proj.kernel_size == (1, 1)
-            and proj.out_channels == spent.shape[1]
-            and spent.dtype == fine.dtype
+            proj.out_channels == spent.shape[1]
             and spent.is_contiguous(memory_format=torch.channels_last)
             and fine.is_contiguous(memory_format=torch.channels_last)
         )

@@ -24,10 +24,10 @@ class SwinPatchEmbeddingsProjection(nn.Module):
         h, w = x.shape[-2:]
         p = self.patch
         hp, wp = (h + p - 1) // p * p, (w + p - 1) // p * p
-        if is_exporting() or hp != h or wp != w:
+        if is_exporting():  # one graph for padded and unpadded sizes
+            return self.projection(F.pad(x, (0, wp - w, 0, hp - h))).permute(0, 2, 3, 1)
+        if hp != h or wp != w:
             x = F.pad(x, (0, wp - w, 0, hp - h))
-        if is_exporting():
-            return self.projection(x).permute(0, 2, 3, 1)
         # The stride-``patch`` convolution is one matrix product over the patches laid out as
         # rows of (channel, row, column) values, the order of the kernel's weights. oneDNN's
         # convolution with 3 input channels is slow, in bfloat16 especially (800x1088: 15.7
